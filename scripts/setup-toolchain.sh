@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything sg-agent needs to build the eBPF programs and to run the
+# privileged tests, on a Debian 12 machine with rustup (stable + nightly).
+#
+# Idempotent: every step checks first, so a second run takes about a second.
+# Needs root for apt-get and for mounting bpffs; the rest runs as the caller.
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- Rust: the eBPF crate builds with a pinned nightly (`-Z build-std=core` needs its rust-src).
+# Pinned, not "nightly": bpf-linker is built against Debian's LLVM 22, and the bitcode rustc
+# emits must come from the same LLVM major (today's nightly uses LLVM 23 and fails to link).
+EBPF_TOOLCHAIN=$(cat "$(dirname "$0")/../sg-ebpf/toolchain")
+if ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
+    say "installing Rust $EBPF_TOOLCHAIN with rust-src (for the eBPF build)"
+    rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src >&2
+fi
+
+# --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use.
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool
+              iproute2 iputils-ping netcat-openbsd nftables procps)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+# --- bpf-linker, built against LLVM 22 (without LLVM_PREFIX it cannot find -lLLVM).
+if ! command -v bpf-linker >/dev/null 2>&1; then
+    say "building bpf-linker 0.13.0 against LLVM 22 (about a minute and a half)"
+    LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --version 0.13.0 \
+        --no-default-features --features llvm-22 >&2
+fi
+
+# --- bpffs: the agent pins its programs, links and maps here.
+if ! mountpoint -q /sys/fs/bpf; then
+    say "mounting bpffs on /sys/fs/bpf"
+    mount -t bpf bpf /sys/fs/bpf
+fi

@@ -1,0 +1,308 @@
+//! The daemon: `sg-agent run`. Loads and applies the policy, then serves the control socket,
+//! re-applies on SIGHUP, expires conntrack entries, and exits on SIGTERM/SIGINT leaving
+//! enforcement in place (SPEC §4; `teardown` removes it).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use sg_common::maps::{CtEntry, CtKey, Settings};
+use tokio::{
+    io::BufReader,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    compile::{self, Compiled},
+    control::{self, Request, Response},
+    datapath::{self, Datapath, DatapathError, LoadOptions, Maps, PinLayout},
+    policy::{self, Document, Invalid},
+    status,
+};
+
+/// Why an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    Runtime(#[from] DatapathError),
+    #[error("reading {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+}
+
+impl ApplyError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ApplyError::Invalid(_) => 2,
+            ApplyError::Runtime(_) | ApplyError::Read(..) => 1,
+        }
+    }
+}
+
+/// What `apply` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplySummary {
+    pub generation: u64,
+    pub security_groups: usize,
+    pub rules: usize,
+    pub instances: usize,
+    pub local_instances: usize,
+    pub peer_entries: usize,
+    pub rule_entries: usize,
+    pub apply_ms: f64,
+}
+
+/// Validates and compiles a document (the offline half of an apply).
+pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Compiled), Invalid> {
+    let doc = policy::load(document, instances)?;
+    let compiled = compile::compile(&doc)?;
+    Ok((doc, compiled))
+}
+
+pub struct Agent {
+    pub datapath: Datapath,
+    pub generation: u64,
+    pub applied_at: Option<SystemTime>,
+    pub document: Option<Document>,
+    pub compiled: Option<Compiled>,
+}
+
+impl Agent {
+    pub fn new(datapath: Datapath) -> Result<Agent, DatapathError> {
+        let generation = datapath.maps.live()?.map_or(0, |l| l.generation);
+        Ok(Agent { datapath, generation, applied_at: None, document: None, compiled: None })
+    }
+
+    /// Applies a document; on any error the previous generation stays in force.
+    pub fn apply(&mut self, document: &str, instances: Option<&str>) -> Result<ApplySummary, ApplyError> {
+        let started = std::time::Instant::now();
+        let (doc, compiled) = prepare(document, instances)?;
+        let generation = self.generation + 1;
+        self.datapath.install(&compiled, generation)?;
+        self.generation = generation;
+        self.applied_at = Some(SystemTime::now());
+        let summary = ApplySummary {
+            generation,
+            security_groups: doc.security_groups.len(),
+            rules: compiled.rules.len(),
+            instances: doc.instances.len(),
+            local_instances: compiled.ifaces.len(),
+            peer_entries: compiled.peers.len(),
+            rule_entries: compiled.rule_entries.len(),
+            apply_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        log::info!(
+            "generation {generation} live: {} groups, {} rules, {} local instances ({:.1} ms)",
+            summary.security_groups,
+            summary.rules,
+            summary.local_instances,
+            summary.apply_ms
+        );
+        self.document = Some(doc);
+        self.compiled = Some(compiled);
+        Ok(summary)
+    }
+
+    pub fn status(&self) -> Result<status::Status, DatapathError> {
+        status::collect(&self.datapath.maps, self.datapath.pins(), Some(self))
+    }
+}
+
+/// `sg-agent run` options.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub instances: Option<PathBuf>,
+    pub pins: PinLayout,
+    pub socket: PathBuf,
+    pub load: LoadOptions,
+    pub settings: Settings,
+    pub gc_interval: Duration,
+}
+
+fn read_inputs(policy: &Path, instances: Option<&Path>) -> Result<(String, Option<String>), ApplyError> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| ApplyError::Read(p.to_path_buf(), e));
+    Ok((read(policy)?, instances.map(read).transpose()?))
+}
+
+/// Runs the agent until SIGTERM/SIGINT or a teardown request. Returns the exit code.
+pub async fn run(opts: RunOptions) -> u8 {
+    let (document, instances) = match read_inputs(&opts.policy, opts.instances.as_deref()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    // Validate before touching the kernel: invalid input changes nothing.
+    if let Err(e) = prepare(&document, instances.as_deref()) {
+        eprintln!("{}", status::format_invalid(&opts.policy, &e));
+        return 2;
+    }
+    let mut datapath = match Datapath::load(opts.pins.clone(), opts.load.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = datapath.write_settings(&opts.settings) {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    let mut agent = match Agent::new(datapath) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = agent.apply(&document, instances.as_deref()) {
+        eprintln!("error: {e}");
+        return e.exit_code();
+    }
+    let listener = match control::bind(&opts.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: control socket {}: {e}", opts.socket.display());
+            return 1;
+        }
+    };
+    let stop_gc = Arc::new(AtomicBool::new(false));
+    let gc = spawn_gc(opts.pins.clone(), opts.gc_interval, stop_gc.clone());
+
+    let (Ok(mut sigterm), Ok(mut sigint), Ok(mut sighup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        eprintln!("error: cannot install signal handlers");
+        return 1;
+    };
+    log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display());
+    let code = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break 0,
+            _ = sigint.recv() => break 0,
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: re-reading {}", opts.policy.display());
+                let result = read_inputs(&opts.policy, opts.instances.as_deref())
+                    .and_then(|(d, i)| agent.apply(&d, i.as_deref()));
+                if let Err(e) = result {
+                    log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let mut stream = BufReader::new(stream);
+                let request = tokio::time::timeout(Duration::from_secs(30), control::read_request(&mut stream)).await;
+                let (response, stop) = match request {
+                    Err(_) => (Response::error(2, "request timed out"), false),
+                    Ok(Err(bad)) => (bad, false),
+                    Ok(Ok(request)) => handle(&mut agent, request),
+                };
+                if let Err(e) = control::write_response(&mut stream, &response).await {
+                    log::debug!("control client went away: {e}");
+                }
+                if stop {
+                    break 0;
+                }
+            }
+        }
+    };
+    stop_gc.store(true, Ordering::Relaxed);
+    let _ = gc.join();
+    let _ = std::fs::remove_file(&opts.socket);
+    log::info!("stopping; enforcement stays in place (sg-agent teardown removes it)");
+    code
+}
+
+/// Handles one control request; the flag says whether the agent should stop.
+fn handle(agent: &mut Agent, request: Request) -> (Response, bool) {
+    match request {
+        Request::Status => match agent.status() {
+            Ok(s) => (Response::ok(serde_json::to_value(s).unwrap_or_default()), false),
+            Err(e) => (Response::error(1, e.to_string()), false),
+        },
+        Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
+            Ok(summary) => (Response::ok(serde_json::to_value(summary).unwrap_or_default()), false),
+            Err(e) => (Response::error(e.exit_code(), e.to_string()), false),
+        },
+        Request::Teardown => match datapath::teardown(agent.datapath.pins()) {
+            Ok(detached) => (Response::ok(serde_json::json!({ "detached": detached })), true),
+            Err(e) => (Response::error(1, e.to_string()), false),
+        },
+    }
+}
+
+/// Now on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Conntrack garbage collection on its own thread with its own map handles, so a large table
+/// never stalls the control socket. The datapath already ignores expired entries; GC only
+/// frees their slots.
+fn spawn_gc(pins: PinLayout, interval: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut maps = match Maps::from_pins(&pins) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("conntrack GC disabled: {e}");
+                return;
+            }
+        };
+        let tick = Duration::from_millis(200);
+        let mut waited = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            waited += tick;
+            if waited < interval {
+                continue;
+            }
+            waited = Duration::ZERO;
+            match expire_conntrack(&mut maps) {
+                Ok((seen, removed)) if removed > 0 => log::debug!("conntrack GC: {removed} of {seen} entries expired"),
+                Ok(_) => {}
+                Err(e) => log::warn!("conntrack GC: {e}"),
+            }
+        }
+    })
+}
+
+/// Removes expired entries; returns (entries seen, entries removed).
+pub fn expire_conntrack(maps: &mut Maps) -> Result<(usize, usize), DatapathError> {
+    let settings = maps.read_settings()?;
+    let settings = if settings.tcp_established == 0 { Settings::DEFAULT } else { settings };
+    let now = monotonic_ns();
+    let entries: Vec<(CtKey, CtEntry)> = maps.conntrack_entries();
+    let mut removed = 0;
+    for (key, entry) in &entries {
+        if !sg_common::conntrack::is_expired(entry, key.proto, &settings, now) {
+            continue;
+        }
+        // Re-read right before deleting: the datapath may have replaced the entry with a fresh
+        // one since the snapshot (a packet of an expired flow that the rules still allow).
+        let still_expired = maps
+            .conntrack
+            .get(key, 0)
+            .is_ok_and(|current| sg_common::conntrack::is_expired(&current, key.proto, &settings, monotonic_ns()));
+        if still_expired && maps.conntrack.remove(key).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok((entries.len(), removed))
+}
+
+/// Seconds since the epoch, for status.
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,314 @@
+//! The command line (SPEC §5). Exit codes: 0 success, 1 runtime failure, 2 invalid input.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use sg_common::maps::{Settings, capacity};
+
+use crate::{
+    agent::{self, RunOptions},
+    control::{self, DEFAULT_SOCKET, Request, Response},
+    datapath::{self, LoadOptions, Maps, PinLayout, TcModeChoice, XdpModeChoice, pins::DEFAULT_PIN_PATH},
+    policy::{self, aws, json::Problems, native},
+    status,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "sg-agent", version, about = "Enforces AWS-style security groups in the kernel with eBPF")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the running agent and its pinned state are.
+#[derive(Debug, Clone, Args)]
+pub struct Location {
+    /// bpffs directory for pinned programs, links and maps.
+    #[arg(long, default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+    /// Control socket of the running agent (root only).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// Conntrack timeouts, in seconds, within EC2's ranges (SPEC §3).
+#[derive(Debug, Clone, Args)]
+pub struct Timeouts {
+    /// Established TCP (60-432000).
+    #[arg(long, default_value_t = Settings::DEFAULT.tcp_established, value_parser = clap::value_parser!(u32).range(60..=432_000))]
+    pub tcp_established_timeout: u32,
+    /// UDP one-way or a single exchange (30-60).
+    #[arg(long, default_value_t = Settings::DEFAULT.udp, value_parser = clap::value_parser!(u32).range(30..=60))]
+    pub udp_timeout: u32,
+    /// UDP stream: more than one exchange (60-180).
+    #[arg(long, default_value_t = Settings::DEFAULT.udp_stream, value_parser = clap::value_parser!(u32).range(60..=180))]
+    pub udp_stream_timeout: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, attach and enforce; re-apply on SIGHUP or `apply`.
+    Run {
+        /// Policy document (native, or AWS describe-security-groups JSON with --instances).
+        #[arg(long)]
+        policy: PathBuf,
+        /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+        #[arg(long)]
+        instances: Option<PathBuf>,
+        #[command(flatten)]
+        location: Location,
+        /// Conntrack table size (flows).
+        #[arg(long, default_value_t = capacity::CONNTRACK_DEFAULT)]
+        conntrack_max: u32,
+        #[command(flatten)]
+        timeouts: Timeouts,
+        /// XDP attach mode.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: XdpModeChoice,
+        /// TC attach mode.
+        #[arg(long, value_enum, default_value = "auto")]
+        tc_mode: TcModeChoice,
+        /// Seconds between conntrack garbage collections.
+        #[arg(long, default_value_t = 10)]
+        gc_interval: u64,
+    },
+    /// Hand a new document to the running agent; prints the new generation.
+    Apply {
+        file: PathBuf,
+        #[arg(long)]
+        instances: Option<PathBuf>,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Validate a document offline (no root needed); print every problem.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        instances: Option<PathBuf>,
+    },
+    /// Interfaces, generation, counts and verdict counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Detach everything and remove the pinned state (stops a running agent).
+    Teardown {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Convert `aws ec2 describe-security-groups` JSON to a native document.
+    ImportAws {
+        file: PathBuf,
+        /// Native document with `instances` (and `prefix_lists`) to include.
+        #[arg(long)]
+        instances: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> u8 {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+fn read(path: &Path) -> Result<String, u8> {
+    std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: reading {}: {e}", path.display());
+        1
+    })
+}
+
+fn read_pair(file: &Path, instances: Option<&Path>) -> Result<(String, Option<String>), u8> {
+    Ok((read(file)?, instances.map(read).transpose()?))
+}
+
+async fn dispatch(command: Command) -> u8 {
+    match command {
+        Command::Run { policy, instances, location, conntrack_max, timeouts, xdp_mode, tc_mode, gc_interval } => {
+            let settings = Settings {
+                tcp_established: timeouts.tcp_established_timeout,
+                udp: timeouts.udp_timeout,
+                udp_stream: timeouts.udp_stream_timeout,
+                ..Settings::DEFAULT
+            };
+            agent::run(RunOptions {
+                policy,
+                instances,
+                pins: PinLayout::new(location.pin_path),
+                socket: location.socket,
+                load: LoadOptions { conntrack_max, xdp_mode, tc_mode },
+                settings,
+                gc_interval: Duration::from_secs(gc_interval.max(1)),
+            })
+            .await
+        }
+        Command::Check { file, instances } => {
+            let (document, instances_text) = match read_pair(&file, instances.as_deref()) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match agent::prepare(&document, instances_text.as_deref()) {
+                Ok((doc, compiled)) => {
+                    println!(
+                        "{}: ok: {} security groups, {} rules, {} instances ({} with an interface); {} peer and {} rule map entries",
+                        file.display(),
+                        doc.security_groups.len(),
+                        compiled.rules.len(),
+                        doc.instances.len(),
+                        compiled.ifaces.len(),
+                        compiled.peers.len(),
+                        compiled.rule_entries.len()
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{}", status::format_invalid(&file, &e));
+                    2
+                }
+            }
+        }
+        Command::Apply { file, instances, location } => {
+            let (document, instances_text) = match read_pair(&file, instances.as_deref()) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            // Validate locally first: a clear error with the file name, and nothing sent.
+            if let Err(e) = agent::prepare(&document, instances_text.as_deref()) {
+                eprintln!("{}", status::format_invalid(&file, &e));
+                return 2;
+            }
+            let request = Request::Apply { document, instances: instances_text };
+            match call(&location.socket, &request).await {
+                Ok(r) if r.exit_code == 0 => {
+                    let g = r.data.get("generation").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    println!("generation {g} live");
+                    println!("{}", serde_json::to_string_pretty(&r.data).unwrap_or_default());
+                    0
+                }
+                Ok(r) => report(&r),
+                Err(code) => code,
+            }
+        }
+        Command::Status { json, location } => status_command(&location, json).await,
+        Command::Teardown { location } => match call_quiet(&location.socket, &Request::Teardown).await {
+            Some(r) if r.exit_code == 0 => {
+                println!("agent stopped; enforcement removed: {}", r.data);
+                0
+            }
+            Some(r) => report(&r),
+            None => match datapath::teardown(&PinLayout::new(&location.pin_path)) {
+                Ok(detached) => {
+                    println!("no agent running; enforcement removed from: {}", detached.join(", "));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            },
+        },
+        Command::ImportAws { file, instances } => {
+            let (document, instances_text) = match read_pair(&file, instances.as_deref()) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            import_aws(&file, &document, instances_text.as_deref())
+        }
+    }
+}
+
+fn import_aws(file: &Path, document: &str, instances: Option<&str>) -> u8 {
+    let result = (|| {
+        let json = native::parse_json(document)?;
+        if !aws::is_aws(&json) {
+            return Err(policy::Invalid::one("", "not an AWS describe-security-groups document (no SecurityGroups key)"));
+        }
+        let groups = aws::convert_groups(&json)?;
+        let (lists, insts) = match instances.map(native::parse_json).transpose()? {
+            None => (Vec::new(), Vec::new()),
+            Some(doc) => {
+                let mut p = Problems::default();
+                let (l, i) = aws::read_instances_document(&mut p, &doc);
+                if !p.is_empty() {
+                    return Err(policy::Invalid { problems: p.list });
+                }
+                (l.into_iter().map(|x| x.list).collect(), i.into_iter().map(|x| x.instance).collect())
+            }
+        };
+        // The result must be a valid document on its own (references resolve).
+        let out = native::write_document(&groups, &lists, &insts);
+        let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+        policy::load(&text, None)?;
+        Ok(text)
+    })();
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{}", status::format_invalid(file, &e));
+            2
+        }
+    }
+}
+
+async fn status_command(location: &Location, json: bool) -> u8 {
+    let status = match call_quiet(&location.socket, &Request::Status).await {
+        Some(r) if r.exit_code == 0 => match serde_json::from_value::<status::Status>(r.data) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: unexpected status from the agent: {e}");
+                return 1;
+            }
+        },
+        Some(r) => return report(&r),
+        // No agent: read what is pinned.
+        None => {
+            let pins = PinLayout::new(&location.pin_path);
+            match Maps::from_pins(&pins).and_then(|m| status::collect(&m, &pins, None)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("not enforcing: no agent at {} and no pinned state ({e})", location.socket.display());
+                    return 1;
+                }
+            }
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+    } else {
+        print!("{}", status::format_human(&status));
+    }
+    if status.enforcing { 0 } else { 1 }
+}
+
+/// Calls the agent; prints and maps connection errors to exit code 1.
+async fn call(socket: &Path, request: &Request) -> Result<Response, u8> {
+    control::call(socket, request, Duration::from_secs(120)).await.map_err(|e| {
+        eprintln!("error: {e}");
+        1
+    })
+}
+
+/// Calls the agent; `None` if none answers.
+async fn call_quiet(socket: &Path, request: &Request) -> Option<Response> {
+    control::call(socket, request, Duration::from_secs(120)).await.ok()
+}
+
+fn report(r: &Response) -> u8 {
+    eprintln!("error: {}", r.error.as_deref().unwrap_or("unknown error"));
+    r.exit_code.max(1)
+}

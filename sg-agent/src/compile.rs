@@ -1,0 +1,445 @@
+//! Where a rule becomes map entries: [`Document`] → [`Compiled`].
+//!
+//! The kernel judges a new flow with two LPM lookups whatever the number of rules (see
+//! `sg_common::maps::PeerKey` and `RuleKey`), so the work happens here:
+//!
+//! 1. **Rule tables.** Instances with the same set of groups share tables: one for inbound
+//!    rules, one for outbound. A rule with several peers is several flat rules, each with an id
+//!    (`RuleRef`) that the datapath reports for counters and `explain`.
+//! 2. **Peers.** Every peer (CIDR, prefix-list CIDR, group member address) is a prefix. An
+//!    address's longest matching prefix in a table identifies all the table's prefixes that
+//!    contain the address (prefixes nest or are disjoint). The rules reachable from a prefix are
+//!    the rules of it and its ancestors; prefixes that reach the same rule set share one *peer
+//!    class*, so a thousand group members cost one class, not a thousand.
+//! 3. **Ports.** Per (class, protocol) the rules' port ranges (ICMP: `type << 8 | code` ranges)
+//!    are cut into segments with a constant verdict (first rule in document order, tracked or
+//!    not), adjacent equal segments merged, and each segment written as at most 30 prefixes.
+//!    `all`-protocol rules also get a protocol-wildcard entry.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use ipnet::IpNet;
+use sg_common::{
+    maps::{
+        FAMILY_V4, FAMILY_V6, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey, PeerKey,
+        ROLE_HOST, ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity,
+        peer_key_bits, rule_key_bits,
+    },
+    packet::{IPPROTO_TCP, IPPROTO_UDP},
+    ports::range_prefixes,
+};
+
+use crate::policy::{Document, Instance, Invalid, Peer, Ports, Protocol, Role, RuleDirection};
+
+/// One flat rule: a (group, direction, rule, peer) of the document. Its index in
+/// [`Compiled::rules`] is the id the datapath reports.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleRef {
+    pub group: String,
+    pub direction: RuleDirection,
+    /// Index of the rule in the group's list for that direction.
+    pub rule_index: usize,
+    pub protocol: Protocol,
+    pub ports: Ports,
+    pub peer: Peer,
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}[{}]: {} {} {} {}",
+            self.group,
+            self.direction.name(),
+            self.rule_index,
+            self.protocol,
+            self.ports,
+            if self.direction == RuleDirection::Ingress { "from" } else { "to" },
+            self.peer
+        )
+    }
+}
+
+/// A local instance's interface and what the datapath needs about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledIface {
+    pub interface: String,
+    pub instance: String,
+    /// Without `slot`/`ifindex`: those are filled in when written.
+    pub config: IfaceConfig,
+}
+
+/// A peer-prefix entry of `SG_PEERS` (slot 0; the writer sets the slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerEntry {
+    pub key: PeerKey,
+    pub prefix_len: u32,
+    pub class: u32,
+}
+
+/// A rule entry of `SG_RULES` (slot 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleEntry {
+    pub key: RuleKey,
+    pub prefix_len: u32,
+    pub value: RuleMatch,
+}
+
+/// Everything a document becomes in the kernel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Compiled {
+    pub rules: Vec<RuleRef>,
+    pub ifaces: Vec<CompiledIface>,
+    pub own_addrs: Vec<OwnAddrKey>,
+    pub peers: Vec<PeerEntry>,
+    pub rule_entries: Vec<RuleEntry>,
+    /// Number of distinct group sets (each has an ingress and an egress table).
+    pub group_sets: usize,
+}
+
+/// Compiles a validated document. Fails only if the result does not fit the maps.
+pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
+    let mut out = Compiled::default();
+    let flat = flatten(doc, &mut out.rules);
+
+    // Group sets of local instances → tables.
+    let mut set_ids: HashMap<Vec<usize>, u32> = HashMap::new();
+    let mut sets: Vec<Vec<usize>> = Vec::new();
+    let group_index: HashMap<&str, usize> =
+        doc.security_groups.iter().enumerate().map(|(i, g)| (g.id.as_str(), i)).collect();
+    for (instance_index, instance) in doc.local_instances().enumerate() {
+        let mut set: Vec<usize> =
+            instance.security_groups.iter().filter_map(|g| group_index.get(g.as_str()).copied()).collect();
+        set.sort_unstable();
+        set.dedup();
+        let set_id = *set_ids.entry(set.clone()).or_insert_with(|| {
+            sets.push(set);
+            (sets.len() - 1) as u32
+        });
+        out.ifaces.push(compile_iface(instance, instance_index as u32, set_id));
+        for addr in &instance.addresses {
+            let (family, bytes) = addr_key(&IpNet::from(*addr));
+            out.own_addrs.push(OwnAddrKey { slot: 0, instance: instance_index as u32, family, _pad: [0; 3], addr: bytes });
+        }
+    }
+    out.group_sets = sets.len();
+
+    for (set_id, set) in sets.iter().enumerate() {
+        for direction in [RuleDirection::Ingress, RuleDirection::Egress] {
+            let table = table_id(set_id as u32, direction);
+            let rules: Vec<&FlatRule> = set.iter().flat_map(|g| flat[*g].rules(direction)).collect();
+            let others: Vec<&FlatRule> = set.iter().flat_map(|g| flat[*g].rules(direction.opposite())).collect();
+            compile_table(table, &rules, &others, &mut out);
+        }
+    }
+
+    if out.peers.len() > capacity::PEERS as usize || out.rule_entries.len() > capacity::RULES as usize {
+        return Err(Invalid::one(
+            "",
+            format!(
+                "the policy compiles to {} peer prefixes and {} rule entries; the datapath holds {} and {} \
+                 (nested CIDRs with many different port rules multiply: each nested prefix inherits the rules of \
+                 the prefixes around it)",
+                out.peers.len(),
+                out.rule_entries.len(),
+                capacity::PEERS,
+                capacity::RULES
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Table ids: two per group set.
+pub fn table_id(set: u32, direction: RuleDirection) -> u32 {
+    set * 2 + u32::from(direction == RuleDirection::Egress)
+}
+
+fn compile_iface(instance: &Instance, index: u32, set: u32) -> CompiledIface {
+    let mut flags = 0;
+    if instance.source_dest_check && instance.role == Role::Workload {
+        flags |= IFACE_SOURCE_DEST_CHECK;
+    }
+    if instance.audit {
+        flags |= IFACE_AUDIT;
+    }
+    CompiledIface {
+        interface: instance.interface.clone().unwrap_or_default(),
+        instance: instance.id.clone(),
+        config: IfaceConfig {
+            instance: index,
+            ingress_table: table_id(set, RuleDirection::Ingress),
+            egress_table: table_id(set, RuleDirection::Egress),
+            role: if instance.role == Role::Host { ROLE_HOST } else { ROLE_WORKLOAD },
+            flags,
+            _pad: [0; 2],
+        },
+    }
+}
+
+/// A flat rule with its peer resolved to prefixes.
+struct FlatRule {
+    id: u32,
+    protocol: Protocol,
+    range: (u16, u16),
+    nets: Vec<IpNet>,
+}
+
+#[derive(Default)]
+struct FlatGroup {
+    ingress: Vec<FlatRule>,
+    egress: Vec<FlatRule>,
+}
+
+impl FlatGroup {
+    fn rules(&self, direction: RuleDirection) -> &[FlatRule] {
+        match direction {
+            RuleDirection::Ingress => &self.ingress,
+            RuleDirection::Egress => &self.egress,
+        }
+    }
+}
+
+/// Resolves every (group, direction, rule, peer) to prefixes, numbering them in document order.
+fn flatten(doc: &Document, refs: &mut Vec<RuleRef>) -> Vec<FlatGroup> {
+    // Group id → addresses of its members (any instance, local or not), kept current by
+    // recompiling on every document.
+    let mut members: HashMap<&str, Vec<IpNet>> = HashMap::new();
+    for instance in &doc.instances {
+        for g in &instance.security_groups {
+            members.entry(g.as_str()).or_default().extend(instance.addresses.iter().map(|a| IpNet::from(*a)));
+        }
+    }
+    let mut groups = Vec::with_capacity(doc.security_groups.len());
+    for group in &doc.security_groups {
+        let mut flat = FlatGroup::default();
+        for direction in [RuleDirection::Ingress, RuleDirection::Egress] {
+            for (rule_index, rule) in group.rules(direction).iter().enumerate() {
+                for peer in &rule.peers {
+                    let mut nets: Vec<IpNet> = match peer {
+                        Peer::Cidr(net) => vec![*net],
+                        Peer::Group(id) => members.get(id.as_str()).cloned().unwrap_or_default(),
+                        Peer::PrefixList(id) => doc.prefix_list(id).map(|l| l.cidrs.clone()).unwrap_or_default(),
+                    };
+                    // icmp matches IPv4 only, icmpv6 IPv6 only: a group or prefix list
+                    // contributes its addresses of the right family.
+                    nets.retain(|n| match rule.protocol {
+                        Protocol::Icmp => matches!(n, IpNet::V4(_)),
+                        Protocol::Icmpv6 => matches!(n, IpNet::V6(_)),
+                        _ => true,
+                    });
+                    let id = refs.len() as u32;
+                    refs.push(RuleRef {
+                        group: group.id.clone(),
+                        direction,
+                        rule_index,
+                        protocol: rule.protocol,
+                        ports: rule.ports,
+                        peer: peer.clone(),
+                    });
+                    let flat_rule = FlatRule { id, protocol: rule.protocol, range: rule.ports.key_range(), nets };
+                    match direction {
+                        RuleDirection::Ingress => flat.ingress.push(flat_rule),
+                        RuleDirection::Egress => flat.egress.push(flat_rule),
+                    }
+                }
+            }
+        }
+        groups.push(flat);
+    }
+    groups
+}
+
+/// (family, address bytes) as the maps store them.
+pub fn addr_key(net: &IpNet) -> (u8, [u8; 16]) {
+    let mut bytes = [0u8; 16];
+    match net {
+        IpNet::V4(n) => {
+            bytes[..4].copy_from_slice(&n.network().octets());
+            (FAMILY_V4, bytes)
+        }
+        IpNet::V6(n) => (FAMILY_V6, n.network().octets()),
+    }
+}
+
+fn is_everything(net: &IpNet, family: u8) -> bool {
+    net.prefix_len() == 0 && addr_key(net).0 == family
+}
+
+/// Whether `rules` (one direction of a group set) allow all response traffic of protocol
+/// `proto` (TCP or UDP) for a family: that protocol or all, every port, to `0.0.0.0/0` / `::/0`.
+fn allows_all_responses(rules: &[&FlatRule], proto: u8, family: u8) -> bool {
+    rules.iter().any(|r| {
+        let proto_ok = match r.protocol {
+            Protocol::All => true,
+            p => p.number() == Some(proto) && r.range == (0, u16::MAX),
+        };
+        proto_ok && r.nets.iter().any(|n| is_everything(n, family))
+    })
+}
+
+fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], out: &mut Compiled) {
+    // SPEC §3 untracked flows: per family and protocol, does the other direction allow every
+    // response?
+    let responses_allowed = |proto: u8, family: u8| allows_all_responses(others, proto, family);
+
+    // Prefix → indices (into `rules`) of the rules naming it.
+    let mut by_prefix: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        for net in &r.nets {
+            by_prefix.entry(*net).or_default().push(i);
+        }
+    }
+    // Each prefix reaches its own rules and those of every prefix containing it.
+    let mut classes: HashMap<Vec<usize>, u32> = HashMap::new();
+    for net in by_prefix.keys() {
+        let mut reach: BTreeSet<usize> = BTreeSet::new();
+        for len in 0..=net.prefix_len() {
+            let ancestor = IpNet::new(net.addr(), len).map(|n| n.trunc());
+            if let Some(rs) = ancestor.ok().and_then(|a| by_prefix.get(&a)) {
+                reach.extend(rs.iter().copied());
+            }
+        }
+        let reach: Vec<usize> = reach.into_iter().collect();
+        let (family, addr) = addr_key(net);
+        let next_class = classes.len() as u32;
+        let class = *classes.entry(reach.clone()).or_insert_with(|| {
+            emit_class_rules(table, next_class, family, &reach, rules, &responses_allowed, out);
+            next_class
+        });
+        out.peers.push(PeerEntry {
+            key: PeerKey { slot: 0, table, family, addr, _pad: [0; 3] },
+            prefix_len: peer_key_bits(u32::from(net.prefix_len())),
+            class,
+        });
+    }
+}
+
+/// The verdict of a port segment: the first allowing rule, and whether the flow is untracked.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct SegmentValue {
+    rule: u32,
+    untracked: bool,
+}
+
+fn emit_class_rules(
+    table: u32,
+    class: u32,
+    family: u8,
+    reach: &[usize],
+    rules: &[&FlatRule],
+    responses_allowed: &dyn Fn(u8, u8) -> bool,
+    out: &mut Compiled,
+) {
+    let reached: Vec<&FlatRule> = reach.iter().map(|&i| rules[i]).collect();
+    let all_rules: Vec<&&FlatRule> = reached.iter().filter(|r| r.protocol == Protocol::All).collect();
+    let mut protos: BTreeSet<u8> = reached.iter().filter_map(|r| r.protocol.number()).collect();
+    if !all_rules.is_empty() {
+        // TCP and UDP get explicit entries whenever an all-protocol rule applies, so that their
+        // untracked flag can differ from the wildcard's (other protocols are always tracked).
+        protos.insert(IPPROTO_TCP);
+        protos.insert(IPPROTO_UDP);
+        let first = all_rules.iter().map(|r| r.id).min().unwrap_or(u32::MAX);
+        out.rule_entries.push(RuleEntry {
+            key: RuleKey { slot: 0, table, class, proto: 0, port: [0; 2], _pad: 0 },
+            prefix_len: RULE_KEY_FIXED_BITS,
+            value: RuleMatch { rule: first, flags: 0 },
+        });
+    }
+    for proto in protos {
+        let intervals: Vec<(u16, u16, SegmentValue)> = reached
+            .iter()
+            .filter(|r| r.protocol == Protocol::All || r.protocol.number() == Some(proto))
+            .map(|r| {
+                let range = if r.protocol == Protocol::All { (0, u16::MAX) } else { r.range };
+                let untracked = (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+                    && r.nets.iter().any(|n| is_everything(n, family))
+                    && responses_allowed(proto, family);
+                (range.0, range.1, SegmentValue { rule: r.id, untracked })
+            })
+            .collect();
+        for (lo, hi, value) in segments(&intervals) {
+            for prefix in range_prefixes(lo, hi) {
+                out.rule_entries.push(RuleEntry {
+                    key: RuleKey { slot: 0, table, class, proto, port: prefix.value.to_be_bytes(), _pad: 0 },
+                    prefix_len: rule_key_bits(u32::from(prefix.bits)),
+                    value: RuleMatch { rule: value.rule, flags: if value.untracked { RULE_UNTRACKED } else { 0 } },
+                });
+            }
+        }
+    }
+}
+
+/// Cuts overlapping intervals into disjoint segments, each with the lowest rule id covering it
+/// and "untracked" if any covering rule makes the flow untracked; merges equal neighbours.
+/// A sweep over interval ends: O(n log n) in the number of intervals.
+fn segments(intervals: &[(u16, u16, SegmentValue)]) -> Vec<(u16, u16, SegmentValue)> {
+    // Events at u32 positions so that `hi + 1` of 65535 fits.
+    let mut events: BTreeMap<u32, Vec<(bool, usize)>> = BTreeMap::new();
+    for (i, (lo, hi, _)) in intervals.iter().enumerate() {
+        events.entry(u32::from(*lo)).or_default().push((true, i));
+        events.entry(u32::from(*hi) + 1).or_default().push((false, i));
+    }
+    let mut active_rules: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut active_untracked = 0usize;
+    let mut out: Vec<(u16, u16, SegmentValue)> = Vec::new();
+    let positions: Vec<u32> = events.keys().copied().collect();
+    for (n, pos) in positions.iter().enumerate() {
+        for (start, i) in &events[pos] {
+            let value = intervals[*i].2;
+            if *start {
+                *active_rules.entry(value.rule).or_default() += 1;
+                active_untracked += usize::from(value.untracked);
+            } else {
+                if let Some(c) = active_rules.get_mut(&value.rule) {
+                    *c -= 1;
+                    if *c == 0 {
+                        active_rules.remove(&value.rule);
+                    }
+                }
+                active_untracked -= usize::from(value.untracked);
+            }
+        }
+        let Some(&first) = active_rules.keys().next() else { continue };
+        let Some(&end) = positions.get(n + 1) else { continue };
+        let value = SegmentValue { rule: first, untracked: active_untracked > 0 };
+        let (lo, hi) = (*pos as u16, (end - 1) as u16);
+        match out.last_mut() {
+            Some(last) if last.2 == value && u32::from(last.1) + 1 == *pos => last.1 = hi,
+            _ => out.push((lo, hi, value)),
+        }
+    }
+    out
+}
+
+/// Distinct (table, family) pairs used, for status.
+pub fn table_count(c: &Compiled) -> usize {
+    c.peers.iter().map(|p| p.key.table).collect::<HashSet<_>>().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(rule: u32, untracked: bool) -> SegmentValue {
+        SegmentValue { rule, untracked }
+    }
+
+    #[test]
+    fn segments_take_the_first_rule_and_merge_neighbours() {
+        let s = segments(&[(0, 100, v(5, false)), (50, 60, v(2, false)), (101, 200, v(5, false))]);
+        assert_eq!(s, vec![(0, 49, v(5, false)), (50, 60, v(2, false)), (61, 200, v(5, false))]);
+    }
+
+    #[test]
+    fn segments_or_the_untracked_flag() {
+        let s = segments(&[(0, 65535, v(1, false)), (80, 80, v(3, true))]);
+        assert_eq!(s, vec![(0, 79, v(1, false)), (80, 80, v(1, true)), (81, 65535, v(1, false))]);
+    }
+
+    #[test]
+    fn segments_of_disjoint_ranges_leave_gaps() {
+        let s = segments(&[(10, 20, v(0, false)), (30, 40, v(1, false))]);
+        assert_eq!(s, vec![(10, 20, v(0, false)), (30, 40, v(1, false))]);
+    }
+}

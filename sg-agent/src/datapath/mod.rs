@@ -1,0 +1,290 @@
+//! The kernel side as the agent drives it: load the programs (adopting pinned maps), attach
+//! them per interface, make compiled policies live, read state back.
+
+pub mod attach;
+pub mod maps;
+pub mod pins;
+pub mod rcu;
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, Xdp},
+};
+use serde::{Deserialize, Serialize};
+use sg_common::maps::{Settings, names};
+
+pub use self::{
+    attach::{TcAttached, TcModeChoice, XdpAttached, XdpModeChoice},
+    maps::Maps,
+    pins::PinLayout,
+};
+use self::rcu::RcuBarrier;
+use crate::compile::Compiled;
+
+/// The kernel object, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
+
+/// Whether this binary carries a real kernel object (it does not when built where the eBPF
+/// toolchain is missing: then only the offline commands work).
+pub fn object_available() -> bool {
+    !EBPF_OBJECT.is_empty()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The binary was built without the eBPF toolchain.
+    #[error("this sg-agent was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild")]
+    NoObject,
+    /// The pin path is not on bpffs.
+    #[error("{0} is not on a BPF filesystem; mount one with: mount -t bpf bpf /sys/fs/bpf (or pass --pin-path DIR on bpffs)")]
+    NotBpffs(PathBuf),
+    /// Loading the object or a program failed (verifier, permissions).
+    #[error("loading the kernel programs failed (root with CAP_BPF and CAP_NET_ADMIN is needed): {0}")]
+    Load(String),
+    #[error("the kernel object has no map {0}")]
+    MissingMap(String),
+    /// A map operation failed.
+    #[error("map {name}: {error}")]
+    Map { name: String, error: aya::maps::MapError },
+    #[error("interface {0:?} does not exist on this node")]
+    NoInterface(String),
+    /// Attaching to an interface failed.
+    #[error("attaching {what} to {interface}: {source}")]
+    Attach { interface: String, what: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("waiting for in-flight packets (RCU barrier): {0}")]
+    RcuBarrier(io::Error),
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+}
+
+/// How to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub conntrack_max: u32,
+    pub xdp_mode: XdpModeChoice,
+    pub tc_mode: TcModeChoice,
+}
+
+/// An attached interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub ifindex: u32,
+    pub xdp: XdpAttached,
+    pub tc: TcAttached,
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    pins: PinLayout,
+    ebpf: Ebpf,
+    pub maps: Maps,
+    barrier: RcuBarrier,
+    options: LoadOptions,
+    /// Interfaces this agent attached or adopted, by name.
+    pub attached: BTreeMap<String, Attachment>,
+}
+
+/// The interface index of `name`, if it exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+impl Datapath {
+    /// Loads the programs, adopting any maps pinned under `pins` (a restart keeps its
+    /// conntrack table and live policy), pinning the rest.
+    pub fn load(pins: PinLayout, options: LoadOptions) -> Result<Datapath, DatapathError> {
+        if !object_available() {
+            return Err(DatapathError::NoObject);
+        }
+        if !pins::on_bpffs(pins.root()) {
+            return Err(DatapathError::NotBpffs(pins.root().to_path_buf()));
+        }
+        for dir in [pins.maps(), pins.links()] {
+            std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Io(dir.clone(), e))?;
+        }
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pins.maps())
+            .map_max_entries(names::CONNTRACK, options.conntrack_max)
+            .load(EBPF_OBJECT)
+            .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
+        for name in [names::PROG_XDP, names::PROG_TC] {
+            let program = ebpf.program_mut(name).ok_or_else(|| DatapathError::Load(format!("no program {name}")))?;
+            let loaded = match program {
+                aya::programs::Program::Xdp(p) => p.load(),
+                aya::programs::Program::SchedClassifier(p) => p.load(),
+                _ => return Err(DatapathError::Load(format!("{name} has an unexpected program type"))),
+            };
+            loaded.map_err(|e| DatapathError::Load(format!("{name}: {}", verifier_message(&e))))?;
+        }
+        let maps = Maps::from_ebpf(&mut ebpf)?;
+        let barrier = RcuBarrier::new().map_err(DatapathError::RcuBarrier)?;
+        Ok(Datapath { pins, ebpf, maps, barrier, options, attached: BTreeMap::new() })
+    }
+
+    pub fn pins(&self) -> &PinLayout {
+        &self.pins
+    }
+
+    pub fn write_settings(&mut self, settings: &Settings) -> Result<(), DatapathError> {
+        self.maps.write_settings(settings)
+    }
+
+    /// Makes `compiled` live as `generation` and brings attachments in line with it:
+    /// 1. resolve every interface (a missing one fails the whole apply, changing nothing);
+    /// 2. attach to new interfaces (until the flip they judge with no policy: fail closed);
+    /// 3. write the idle slot, flip, wait for RCU;
+    /// 4. detach interfaces the document no longer has.
+    pub fn install(&mut self, compiled: &Compiled, generation: u64) -> Result<(), DatapathError> {
+        let mut ifindexes = Vec::with_capacity(compiled.ifaces.len());
+        for iface in &compiled.ifaces {
+            ifindexes.push(ifindex(&iface.interface).ok_or_else(|| DatapathError::NoInterface(iface.interface.clone()))?);
+        }
+        let mut newly = Vec::new();
+        for (iface, index) in compiled.ifaces.iter().zip(&ifindexes) {
+            let current = self.attached.get(&iface.interface);
+            if current.is_some_and(|a| a.ifindex == *index) {
+                continue;
+            }
+            match self.attach(&iface.interface, *index) {
+                Ok(a) => {
+                    self.attached.insert(iface.interface.clone(), a);
+                    newly.push(iface.interface.clone());
+                }
+                Err(e) => {
+                    for name in newly {
+                        self.detach(&name);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.maps.install(compiled, &ifindexes, generation, &self.barrier) {
+            for name in newly {
+                self.detach(&name);
+            }
+            return Err(e);
+        }
+        let keep: Vec<&str> = compiled.ifaces.iter().map(|i| i.interface.as_str()).collect();
+        let stale: Vec<String> = self.attached.keys().filter(|k| !keep.contains(&k.as_str())).cloned().collect();
+        for name in stale {
+            self.detach(&name);
+        }
+        self.detach_orphaned_pins(&keep);
+        Ok(())
+    }
+
+    /// Makes `compiled` live for the given interface indexes without attaching anything: for
+    /// `BPF_PROG_TEST_RUN` (tests, benchmarks), where the programs run on crafted frames.
+    pub fn install_unattached(&mut self, compiled: &Compiled, ifindexes: &[u32], generation: u64) -> Result<(), DatapathError> {
+        self.maps.install(compiled, ifindexes, generation, &self.barrier).map(|_| ())
+    }
+
+    /// The XDP program (for `BPF_PROG_TEST_RUN`).
+    pub fn xdp_program(&self) -> Option<&Xdp> {
+        self.ebpf.program(names::PROG_XDP).and_then(|p| p.try_into().ok())
+    }
+
+    /// The TC program (for `BPF_PROG_TEST_RUN`).
+    pub fn tc_program(&self) -> Option<&SchedClassifier> {
+        self.ebpf.program(names::PROG_TC).and_then(|p| p.try_into().ok())
+    }
+
+    fn attach(&mut self, interface: &str, ifindex: u32) -> Result<Attachment, DatapathError> {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(names::PROG_XDP)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| DatapathError::Load("XDP program missing".into()))?;
+        let xdp_mode = attach::attach_xdp(xdp, interface, &self.pins.xdp_link(interface), self.options.xdp_mode)?;
+        let tc: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(names::PROG_TC)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| DatapathError::Load("TC program missing".into()))?;
+        let tc_mode = match attach::attach_tc(tc, interface, &self.pins.tc_link(interface), self.options.tc_mode) {
+            Ok(m) => m,
+            Err(e) => {
+                // Never leave an interface half-protected.
+                attach::detach(interface, &self.pins.xdp_link(interface), &self.pins.tc_link(interface));
+                return Err(e);
+            }
+        };
+        log::info!("{interface}: attached ({xdp_mode}, {tc_mode})");
+        Ok(Attachment { ifindex, xdp: xdp_mode, tc: tc_mode })
+    }
+
+    fn detach(&mut self, interface: &str) {
+        attach::detach(interface, &self.pins.xdp_link(interface), &self.pins.tc_link(interface));
+        self.attached.remove(interface);
+        log::info!("{interface}: detached");
+    }
+
+    /// Links pinned by an earlier agent for interfaces no longer in the document.
+    fn detach_orphaned_pins(&mut self, keep: &[&str]) {
+        let Ok(entries) = std::fs::read_dir(self.pins.links()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let iface = name.strip_prefix("xdp-").or_else(|| name.strip_prefix("tc-"));
+            if let Some(iface) = iface {
+                if !keep.contains(&iface) {
+                    let iface = iface.to_owned();
+                    self.detach(&iface);
+                }
+            }
+        }
+    }
+}
+
+/// The verifier's log is long; its last lines say what went wrong.
+fn verifier_message(e: &aya::programs::ProgramError) -> String {
+    let text = format!("{e:#}");
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines.len().saturating_sub(20);
+    lines.get(tail..).map(|l| l.join("\n")).unwrap_or(text.clone())
+}
+
+/// Removes all enforcement: detaches every pinned link and clsact filter, removes the pinned
+/// maps. Returns the interfaces it detached.
+pub fn teardown(pins: &PinLayout) -> Result<Vec<String>, DatapathError> {
+    let mut detached = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(pins.links()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(iface) = name.strip_prefix("xdp-").or_else(|| name.strip_prefix("tc-")) {
+                if !detached.iter().any(|d| d == iface) {
+                    attach::detach(iface, &pins.xdp_link(iface), &pins.tc_link(iface));
+                    detached.push(iface.to_owned());
+                }
+            }
+        }
+    }
+    remove_tree(pins.root()).map_err(|e| DatapathError::Io(pins.root().to_path_buf(), e))?;
+    Ok(detached)
+}
+
+/// bpffs does not support `remove_dir_all`'s openat-based walk everywhere; do it by hand.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            remove_tree(&entry?.path())?;
+        }
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}

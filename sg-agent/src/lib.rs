@@ -1,0 +1,16 @@
+//! sg-agent: enforces AWS-style security groups in the kernel with eBPF.
+//!
+//! The path of a policy: [`policy`] (read and validate the document) → [`compile`] (turn it
+//! into map entries) → [`datapath`] (load, attach, swap generations atomically) → the kernel
+//! programs in `sg-ebpf`, which judge every packet with `sg_common::verdict::judge`.
+//! [`agent`] is the daemon, [`control`] its socket, [`cli`] the command line, [`emulator`] the
+//! same verdict run on the host (for `explain` and tests).
+
+pub mod agent;
+pub mod cli;
+pub mod compile;
+pub mod control;
+pub mod datapath;
+pub mod emulator;
+pub mod policy;
+pub mod status;

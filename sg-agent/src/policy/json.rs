@@ -1,0 +1,261 @@
+//! A JSON tree that keeps what `serde_json::Value` throws away: duplicate keys (an error in a
+//! policy, never "last one wins") and key order (so errors come out in document order). Plus a
+//! small reader that walks it with a JSON path and collects every error instead of stopping.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// A parsed JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Json>),
+    /// Key/value pairs in document order, duplicates included.
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// What the value is, for "expected X, found Y" messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "a boolean",
+            Json::Number(_) => "a number",
+            Json::String(_) => "a string",
+            Json::Array(_) => "an array",
+            Json::Object(_) => "an object",
+        }
+    }
+
+    /// Parses a document. serde_json bounds nesting (128 levels), so hostile depth is an error,
+    /// not a stack overflow.
+    pub fn parse(text: &str) -> Result<Json, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+        serde_json::Number::from_f64(v)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("a number that is not finite"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, Json>()? {
+            pairs.push((k, v));
+        }
+        Ok(Json::Object(pairs))
+    }
+}
+
+/// One problem in a document, at a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `security_groups[2].ingress[0].to_port`; empty for the document itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Collects problems while a document is read.
+#[derive(Debug, Default)]
+pub struct Problems {
+    pub list: Vec<Problem>,
+}
+
+/// Errors reported beyond this many are summarised: a hostile document with a million bad
+/// entries must not produce a million lines.
+pub const MAX_REPORTED_PROBLEMS: usize = 1000;
+
+impl Problems {
+    pub fn add(&mut self, path: &str, message: impl Into<String>) {
+        self.list.push(Problem { path: path.to_owned(), message: message.into() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Reads `value` as an object whose keys must all be in `allowed`; reports unknown and
+    /// duplicate keys. Returns the fields.
+    pub fn object<'a>(
+        &mut self,
+        path: &str,
+        value: &'a Json,
+        allowed: &[&str],
+    ) -> Option<&'a [(String, Json)]> {
+        let Json::Object(pairs) = value else {
+            self.add(path, format!("expected an object, found {}", value.kind()));
+            return None;
+        };
+        for (i, (key, _)) in pairs.iter().enumerate() {
+            let key_path = join(path, key);
+            if pairs.iter().take(i).any(|(k, _)| k == key) {
+                self.add(&key_path, "key appears more than once");
+            } else if !allowed.contains(&key.as_str()) {
+                self.add(&key_path, format!("unknown key (expected one of: {})", allowed.join(", ")));
+            }
+        }
+        Some(pairs)
+    }
+
+    /// Reads `value` as an array of at most `max` items.
+    pub fn array<'a>(&mut self, path: &str, value: &'a Json, max: usize) -> Option<&'a [Json]> {
+        match value {
+            Json::Array(items) if items.len() > max => {
+                self.add(path, format!("{} items, more than the limit of {max}", items.len()));
+                None
+            }
+            Json::Array(items) => Some(items),
+            other => {
+                self.add(path, format!("expected an array, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    pub fn string<'a>(&mut self, path: &str, value: &'a Json) -> Option<&'a str> {
+        match value {
+            Json::String(s) => Some(s),
+            other => {
+                self.add(path, format!("expected a string, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, path: &str, value: &Json) -> Option<bool> {
+        match value {
+            Json::Bool(b) => Some(*b),
+            other => {
+                self.add(path, format!("expected true or false, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`; `what` names the range in the message ("a port (0-65535)").
+    pub fn integer(&mut self, path: &str, value: &Json, min: i64, max: i64, what: &str) -> Option<i64> {
+        let n = match value {
+            Json::Number(n) => n,
+            other => {
+                self.add(path, format!("expected {what}, found {}", other.kind()));
+                return None;
+            }
+        };
+        match n.as_i64() {
+            Some(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                self.add(path, format!("{n} is not {what}"));
+                None
+            }
+        }
+    }
+}
+
+/// `path.key`, or `key` at the top.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// `path[i]`.
+pub fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// The value of `key` among `fields`, if present (the first, if duplicated: duplicates are
+/// already reported).
+pub fn field<'a>(fields: &'a [(String, Json)], key: &str) -> Option<&'a Json> {
+    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_kept_and_reported() {
+        let j = Json::parse(r#"{"a": 1, "a": 2}"#).unwrap();
+        let mut p = Problems::default();
+        p.object("x", &j, &["a"]);
+        assert_eq!(p.list, vec![Problem { path: "x.a".into(), message: "key appears more than once".into() }]);
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_path() {
+        let j = Json::parse(r#"{"a": 1, "b": 2}"#).unwrap();
+        let mut p = Problems::default();
+        p.object("top[3]", &j, &["a"]);
+        assert_eq!(p.list.len(), 1);
+        assert_eq!(p.list[0].path, "top[3].b");
+        assert!(p.list[0].message.starts_with("unknown key"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let text = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(Json::parse(&text).is_err());
+    }
+
+    #[test]
+    fn integers_out_of_range_name_the_range() {
+        let mut p = Problems::default();
+        assert_eq!(p.integer("to_port", &Json::Number(70000.into()), 0, 65535, "a port (0-65535)"), None);
+        assert_eq!(p.list[0].to_string(), "to_port: 70000 is not a port (0-65535)");
+    }
+}

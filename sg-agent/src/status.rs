@@ -1,0 +1,189 @@
+//! What `sg-agent status` reports, collected from the maps (and the agent, when it runs), and
+//! its human form.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+
+use serde::{Deserialize, Serialize};
+use sg_common::maps::{CtEntry, CtKey, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, ROLE_HOST};
+
+use crate::{
+    agent::{Agent, ApplyError, unix_seconds},
+    datapath::{DatapathError, Maps, PinLayout, TcAttached, XdpAttached},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Whether a policy is live in the kernel.
+    pub enforcing: bool,
+    /// Whether an agent answered (false when read straight from the pins).
+    pub agent_running: bool,
+    pub generation: u64,
+    /// Seconds since the epoch of the last apply by the running agent.
+    pub applied_at: Option<u64>,
+    pub pin_path: String,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub policy: Option<PolicyCounts>,
+    pub conntrack: ConntrackStatus,
+    /// Packets and bytes by verdict reason.
+    pub counters: BTreeMap<String, CounterValue>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub interface: String,
+    pub ifindex: u32,
+    pub instance: Option<String>,
+    pub role: String,
+    pub source_dest_check: bool,
+    pub audit: bool,
+    pub xdp: Option<XdpAttached>,
+    pub tc: Option<TcAttached>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyCounts {
+    pub security_groups: usize,
+    pub rules: usize,
+    pub instances: usize,
+    pub local_instances: usize,
+    pub peer_entries: usize,
+    pub rule_entries: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConntrackStatus {
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct CounterValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn ifname(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("#{index}");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+/// Reads the status from the maps; `agent` adds what only the running agent knows.
+pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<Status, DatapathError> {
+    let live = maps.live()?;
+    let mut interfaces: Vec<InterfaceStatus> = maps
+        .live_ifaces()?
+        .into_iter()
+        .map(|(ifindex, cfg)| {
+            let interface = ifname(ifindex);
+            let attached = agent.and_then(|a| a.datapath.attached.get(&interface));
+            let instance = agent
+                .and_then(|a| a.compiled.as_ref())
+                .and_then(|c| c.ifaces.iter().find(|i| i.interface == interface))
+                .map(|i| i.instance.clone());
+            InterfaceStatus {
+                interface,
+                ifindex,
+                instance,
+                role: if cfg.role == ROLE_HOST { "host" } else { "workload" }.to_owned(),
+                source_dest_check: cfg.flags & IFACE_SOURCE_DEST_CHECK != 0,
+                audit: cfg.flags & IFACE_AUDIT != 0,
+                xdp: attached.map(|a| a.xdp),
+                tc: attached.map(|a| a.tc),
+            }
+        })
+        .collect();
+    interfaces.sort_by(|a, b| a.interface.cmp(&b.interface));
+    let policy = agent.and_then(|a| Some((a.document.as_ref()?, a.compiled.as_ref()?))).map(|(d, c)| PolicyCounts {
+        security_groups: d.security_groups.len(),
+        rules: c.rules.len(),
+        instances: d.instances.len(),
+        local_instances: c.ifaces.len(),
+        peer_entries: c.peers.len(),
+        rule_entries: c.rule_entries.len(),
+    });
+    let counters = maps
+        .counters()?
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), CounterValue { packets: v.packets, bytes: v.bytes }))
+        .collect();
+    let entries: Vec<(CtKey, CtEntry)> = maps.conntrack_entries();
+    Ok(Status {
+        enforcing: live.is_some(),
+        agent_running: agent.is_some(),
+        generation: live.map_or(0, |l| l.generation),
+        applied_at: agent.and_then(|a| a.applied_at).map(unix_seconds),
+        pin_path: pins.root().display().to_string(),
+        interfaces,
+        policy,
+        conntrack: ConntrackStatus { entries: entries.len(), capacity: maps.conntrack_capacity() },
+        counters,
+    })
+}
+
+/// The human form of `status`.
+pub fn format_human(s: &Status) -> String {
+    let mut out = String::new();
+    let state = match (s.enforcing, s.agent_running) {
+        (true, true) => "enforcing",
+        (true, false) => "enforcing (no agent running: pinned state in force)",
+        (false, _) => "NOT enforcing",
+    };
+    let _ = writeln!(out, "state:       {state}");
+    let _ = writeln!(out, "generation:  {}", s.generation);
+    if let Some(t) = s.applied_at {
+        let _ = writeln!(out, "applied at:  {t} (unix seconds)");
+    }
+    let _ = writeln!(out, "pin path:    {}", s.pin_path);
+    if let Some(p) = &s.policy {
+        let _ = writeln!(
+            out,
+            "policy:      {} groups, {} rules, {} instances ({} local); {} peer + {} rule map entries",
+            p.security_groups, p.rules, p.instances, p.local_instances, p.peer_entries, p.rule_entries
+        );
+    }
+    let _ = writeln!(out, "conntrack:   {} / {} entries", s.conntrack.entries, s.conntrack.capacity);
+    let _ = writeln!(out, "interfaces:");
+    for i in &s.interfaces {
+        let modes = match (i.xdp, i.tc) {
+            (Some(x), Some(t)) => format!("{x}, {t}"),
+            _ => "attached".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<15} {:<10} {:<9} {}{}{}",
+            i.interface,
+            i.instance.as_deref().unwrap_or("-"),
+            i.role,
+            modes,
+            if i.source_dest_check { ", source/dest check" } else { "" },
+            if i.audit { ", AUDIT MODE" } else { "" }
+        );
+    }
+    let _ = writeln!(out, "verdicts:    {:<32} {:>12} {:>14}", "reason", "packets", "bytes");
+    for (reason, c) in &s.counters {
+        if c.packets > 0 {
+            let _ = writeln!(out, "             {reason:<32} {:>12} {:>14}", c.packets, c.bytes);
+        }
+    }
+    out
+}
+
+/// An invalid document, as `check` and `run` print it: one line per problem, prefixed with the
+/// file.
+pub fn format_invalid(file: &Path, e: &crate::policy::Invalid) -> String {
+    e.to_string().lines().map(|l| format!("{}: {l}", file.display())).collect::<Vec<_>>().join("\n")
+}
+
+/// For `apply` errors.
+pub fn format_apply_error(file: &Path, e: &ApplyError) -> String {
+    match e {
+        ApplyError::Invalid(inv) => format_invalid(file, inv),
+        other => format!("error: {other}"),
+    }
+}

@@ -1,0 +1,17 @@
+//! Shared between sg-agent's kernel programs (`sg-ebpf`) and the agent (`sg-agent`): every map
+//! key and value, the packet parser, the conntrack state machine and the verdict. Logic lives
+//! here once so that the kernel and the host tests run the same code.
+#![no_std]
+
+#[cfg(any(test, feature = "user"))]
+extern crate std;
+
+pub mod conntrack;
+pub mod maps;
+pub mod packet;
+pub mod ports;
+pub mod verdict;
+
+/// Version of the pinned-state layout (map set, key and value layouts). The agent pins under
+/// `<pin-path>/v<LAYOUT_VERSION>`, so an agent never adopts maps it would misread.
+pub const LAYOUT_VERSION: u32 = 1;

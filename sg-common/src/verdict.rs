@@ -1,0 +1,350 @@
+//! The verdict: given a parsed packet and the maps, pass or drop, and why.
+//!
+//! This is the one implementation of SPEC §3's decision. The kernel programs call [`judge`] with
+//! their BPF maps behind the [`Datapath`] trait; the agent calls it with an in-memory copy of
+//! the compiled maps (`explain`, and the property test that checks the compiled policy against a
+//! plain evaluator of the document).
+
+use crate::{
+    conntrack::{self, Tracked},
+    maps::{
+        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK,
+        IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST, RULE_KEY_LOOKUP_BITS,
+        RULE_UNTRACKED, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits,
+    },
+    packet::{FRAG_FIRST, FRAG_LATER, ICMP_ERROR, IPPROTO_TCP, IPPROTO_UDP, Packet},
+};
+
+/// Where a program saw the packet on an interface.
+#[repr(u8)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP: the interface received the frame.
+    Receive = 0,
+    /// TC egress: the interface is transmitting the frame.
+    Transmit = 1,
+}
+
+impl Hook {
+    #[inline(always)]
+    pub const fn opposite(self) -> Hook {
+        match self {
+            Hook::Receive => Hook::Transmit,
+            Hook::Transmit => Hook::Receive,
+        }
+    }
+    pub const fn from_u8(v: u8) -> Hook {
+        if v == 0 { Hook::Receive } else { Hook::Transmit }
+    }
+}
+
+/// Direction of a packet relative to the instance (which rule list judges it).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    /// SPEC §2 `role`: a workload interface leads *to* the instance, so what it receives the
+    /// instance sent; a host interface is the instance's own NIC.
+    #[inline(always)]
+    pub const fn of(role: u8, hook: Hook) -> Direction {
+        match (role == ROLE_HOST, hook) {
+            (false, Hook::Receive) | (true, Hook::Transmit) => Direction::Egress,
+            (false, Hook::Transmit) | (true, Hook::Receive) => Direction::Ingress,
+        }
+    }
+}
+
+/// Why a packet got its verdict; indexes `SG_COUNTERS`.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A rule of its direction allows it (a conntrack entry now tracks the flow).
+    AllowedByRule = 0,
+    /// It belongs to a tracked flow.
+    AllowedTracked = 1,
+    /// An ICMP error quoting a tracked flow.
+    AllowedRelated = 2,
+    /// A rule allows it and the flow is untracked (SPEC §3), so no entry was made.
+    AllowedUntracked = 3,
+    /// A later fragment of a first fragment that passed.
+    AllowedFragment = 4,
+    /// ARP or IPv6 neighbour discovery.
+    PassedAddressResolution = 5,
+    /// Host role: neither to nor from the host's own addresses (forwarded traffic), not judged.
+    PassedNotJudged = 6,
+    /// No tracked flow and no rule allows it.
+    DroppedNoRule = 7,
+    /// Source/destination check: the instance's side of the packet is not one of its addresses.
+    DroppedSourceDestCheck = 8,
+    /// Truncated or inconsistent headers.
+    DroppedMalformed = 9,
+    /// Neither IP nor address resolution.
+    DroppedNonIp = 10,
+    /// A rule allows it but the conntrack table is full (EC2's `conntrack_allowance_exceeded`).
+    DroppedConntrackFull = 11,
+    /// A later fragment whose first fragment was not seen or did not pass.
+    DroppedFragment = 12,
+    /// The interface has no instance in the live policy, or no policy is live yet.
+    DroppedNoPolicy = 13,
+    /// Audit (dry-run) mode: the policy would have dropped it; passed.
+    AuditWouldDrop = 14,
+}
+
+pub const NUM_REASONS: u32 = 16;
+
+impl Reason {
+    pub const ALL: [Reason; 15] = [
+        Reason::AllowedByRule,
+        Reason::AllowedTracked,
+        Reason::AllowedRelated,
+        Reason::AllowedUntracked,
+        Reason::AllowedFragment,
+        Reason::PassedAddressResolution,
+        Reason::PassedNotJudged,
+        Reason::DroppedNoRule,
+        Reason::DroppedSourceDestCheck,
+        Reason::DroppedMalformed,
+        Reason::DroppedNonIp,
+        Reason::DroppedConntrackFull,
+        Reason::DroppedFragment,
+        Reason::DroppedNoPolicy,
+        Reason::AuditWouldDrop,
+    ];
+
+    #[inline(always)]
+    pub const fn passes(self) -> bool {
+        !matches!(
+            self,
+            Reason::DroppedNoRule
+                | Reason::DroppedSourceDestCheck
+                | Reason::DroppedMalformed
+                | Reason::DroppedNonIp
+                | Reason::DroppedConntrackFull
+                | Reason::DroppedFragment
+                | Reason::DroppedNoPolicy
+        )
+    }
+
+    /// The name used by `status`, metrics and tests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::AllowedByRule => "allowed_by_rule",
+            Reason::AllowedTracked => "allowed_tracked",
+            Reason::AllowedRelated => "allowed_related",
+            Reason::AllowedUntracked => "allowed_untracked",
+            Reason::AllowedFragment => "allowed_fragment",
+            Reason::PassedAddressResolution => "passed_address_resolution",
+            Reason::PassedNotJudged => "passed_not_judged",
+            Reason::DroppedNoRule => "dropped_no_rule",
+            Reason::DroppedSourceDestCheck => "dropped_source_dest_check",
+            Reason::DroppedMalformed => "dropped_malformed",
+            Reason::DroppedNonIp => "dropped_non_ip",
+            Reason::DroppedConntrackFull => "conntrack_allowance_exceeded",
+            Reason::DroppedFragment => "dropped_fragment",
+            Reason::DroppedNoPolicy => "dropped_no_policy",
+            Reason::AuditWouldDrop => "audit_would_drop",
+        }
+    }
+}
+
+/// The outcome for one packet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub reason: Reason,
+    /// The allowing rule's index in its generation, for [`Reason::AllowedByRule`],
+    /// [`Reason::AllowedUntracked`] and [`Reason::AllowedTracked`]; `u32::MAX` otherwise.
+    pub rule: u32,
+    /// Whether the packet passes. Equal to `reason.passes()` except in audit mode.
+    pub pass: bool,
+}
+
+pub const NO_RULE: u32 = u32::MAX;
+
+impl Verdict {
+    #[inline(always)]
+    pub const fn of(reason: Reason) -> Verdict {
+        Verdict { reason, rule: NO_RULE, pass: reason.passes() }
+    }
+    #[inline(always)]
+    const fn by_rule(reason: Reason, rule: u32) -> Verdict {
+        Verdict { reason, rule, pass: reason.passes() }
+    }
+}
+
+/// The maps [`judge`] reads and writes. Implemented over BPF maps in the kernel and over
+/// in-memory tables on the host.
+pub trait Datapath {
+    fn active(&self) -> Option<ActivePolicy>;
+    fn iface(&self, key: &IfaceKey) -> Option<IfaceConfig>;
+    fn is_own_addr(&self, key: &OwnAddrKey) -> bool;
+    /// Longest-prefix match in `SG_PEERS` with a key of `prefix_len` bits.
+    fn peer_class(&self, key: &PeerKey, prefix_len: u32) -> Option<u32>;
+    /// Longest-prefix match in `SG_RULES` with a key of `prefix_len` bits.
+    fn rule(&self, key: &RuleKey, prefix_len: u32) -> Option<RuleMatch>;
+    fn settings(&self) -> &Settings;
+    /// Runs `f` on the flow's entry if there is one.
+    fn ct_track<F: FnOnce(&mut CtEntry) -> Tracked>(&self, key: &CtKey, f: F) -> Option<Tracked>;
+    fn ct_contains(&self, key: &CtKey) -> bool;
+    /// Creates or replaces an entry; `false` if the table is full.
+    fn ct_insert(&self, key: &CtKey, entry: &CtEntry) -> bool;
+    fn fragment(&self, key: &FragKey) -> Option<FragVerdict>;
+    fn remember_fragment(&self, key: &FragKey, verdict: &FragVerdict);
+}
+
+/// Judges an IP packet seen at `hook` on interface `ifindex` at time `now_ns`.
+#[inline(always)]
+pub fn judge<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns: u64) -> Verdict {
+    if pkt.fragment == FRAG_LATER {
+        return judge_later_fragment(dp, ifindex, pkt);
+    }
+    let verdict = judge_unfragmented(dp, ifindex, hook, pkt, now_ns);
+    if pkt.fragment == FRAG_FIRST {
+        let key = fragment_key(ifindex, pkt);
+        let remembered = FragVerdict {
+            last_seen_ns: now_ns,
+            reason: verdict.reason as u32,
+            pass: u32::from(verdict.pass),
+        };
+        dp.remember_fragment(&key, &remembered);
+    }
+    verdict
+}
+
+#[inline(always)]
+fn fragment_key(ifindex: u32, pkt: &Packet) -> FragKey {
+    FragKey {
+        ifindex,
+        id: pkt.frag_id,
+        family: pkt.family,
+        proto: pkt.proto,
+        _pad: [0; 2],
+        src: pkt.src,
+        dst: pkt.dst,
+    }
+}
+
+#[inline(always)]
+fn judge_later_fragment<D: Datapath>(dp: &D, ifindex: u32, pkt: &Packet) -> Verdict {
+    match dp.fragment(&fragment_key(ifindex, pkt)) {
+        Some(first) if first.pass != 0 => Verdict::of(Reason::AllowedFragment),
+        _ => Verdict::of(Reason::DroppedFragment),
+    }
+}
+
+#[inline(always)]
+fn judge_unfragmented<D: Datapath>(
+    dp: &D,
+    ifindex: u32,
+    hook: Hook,
+    pkt: &Packet,
+    now_ns: u64,
+) -> Verdict {
+    // Fast path: a tracked flow passes whatever the rules say now (SPEC §3).
+    let key = conntrack::flow_key(ifindex, hook, pkt);
+    let mut tracked_rule = NO_RULE;
+    let tracked = dp.ct_track(&key, |entry| {
+        tracked_rule = entry.rule;
+        conntrack::track(entry, pkt, hook, now_ns, dp.settings())
+    });
+    if tracked == Some(Tracked::Pass) {
+        return Verdict::by_rule(Reason::AllowedTracked, tracked_rule);
+    }
+
+    let Some(active) = dp.active() else {
+        return Verdict::of(Reason::DroppedNoPolicy);
+    };
+    if active.valid == 0 {
+        return Verdict::of(Reason::DroppedNoPolicy);
+    }
+    let slot = active.slot;
+    let Some(cfg) = dp.iface(&IfaceKey { slot, ifindex }) else {
+        return Verdict::of(Reason::DroppedNoPolicy);
+    };
+    let verdict = judge_by_policy(dp, slot, &cfg, ifindex, hook, pkt, &key, now_ns);
+    if !verdict.pass && cfg.flags & IFACE_AUDIT != 0 {
+        return Verdict { reason: Reason::AuditWouldDrop, rule: NO_RULE, pass: true };
+    }
+    verdict
+}
+
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "internal step of judge; all are needed")]
+fn judge_by_policy<D: Datapath>(
+    dp: &D,
+    slot: u32,
+    cfg: &IfaceConfig,
+    ifindex: u32,
+    hook: Hook,
+    pkt: &Packet,
+    key: &CtKey,
+    now_ns: u64,
+) -> Verdict {
+    let direction = Direction::of(cfg.role, hook);
+    let (local, peer, table) = match direction {
+        Direction::Ingress => (&pkt.dst, &pkt.src, cfg.ingress_table),
+        Direction::Egress => (&pkt.src, &pkt.dst, cfg.egress_table),
+    };
+    let own = OwnAddrKey {
+        slot,
+        instance: cfg.instance,
+        family: pkt.family,
+        _pad: [0; 3],
+        addr: *local,
+    };
+    if cfg.role == ROLE_HOST {
+        // The node's NIC also carries traffic the node forwards to and from workloads; that is
+        // judged by the workloads' own groups, not the node's.
+        if !dp.is_own_addr(&own) {
+            return Verdict::of(Reason::PassedNotJudged);
+        }
+    } else if cfg.flags & IFACE_SOURCE_DEST_CHECK != 0 && !dp.is_own_addr(&own) {
+        return Verdict::of(Reason::DroppedSourceDestCheck);
+    }
+
+    if pkt.icmp == ICMP_ERROR && pkt.quoted.valid != 0 {
+        let quoted = conntrack::quoted_flow_key(ifindex, hook, pkt.family, &pkt.quoted);
+        if dp.ct_contains(&quoted) {
+            return Verdict::of(Reason::AllowedRelated);
+        }
+    }
+
+    let Some(rule) = lookup_rule(dp, slot, table, pkt, peer) else {
+        return Verdict::of(Reason::DroppedNoRule);
+    };
+    let untracked = rule.flags & RULE_UNTRACKED != 0
+        && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP);
+    if untracked {
+        return Verdict::by_rule(Reason::AllowedUntracked, rule.rule);
+    }
+    let entry = conntrack::new_entry(pkt, hook, rule.rule, now_ns);
+    if !dp.ct_insert(key, &entry) {
+        return Verdict::of(Reason::DroppedConntrackFull);
+    }
+    Verdict::by_rule(Reason::AllowedByRule, rule.rule)
+}
+
+/// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).
+/// Two lookups whatever the number of rules.
+#[inline(always)]
+pub fn lookup_rule<D: Datapath>(
+    dp: &D,
+    slot: u32,
+    table: u32,
+    pkt: &Packet,
+    peer: &[u8; 16],
+) -> Option<RuleMatch> {
+    let peer_key = PeerKey { slot, table, family: pkt.family, addr: *peer, _pad: [0; 3] };
+    let class = dp.peer_class(&peer_key, peer_key_bits(family_bits(pkt.family)))?;
+    let rule_key = RuleKey {
+        slot,
+        table,
+        class,
+        proto: pkt.proto,
+        port: pkt.dport.to_be_bytes(),
+        _pad: 0,
+    };
+    dp.rule(&rule_key, RULE_KEY_LOOKUP_BITS)
+}

@@ -1,0 +1,91 @@
+//! sg-agent's kernel programs: `sg_xdp` judges what an interface receives, `sg_tc` what it
+//! transmits. Both run the same path: parse (sg_common::packet), judge (sg_common::verdict:
+//! conntrack, then the policy maps), count.
+#![no_std]
+#![no_main]
+
+mod datapath;
+mod maps;
+mod view;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use sg_common::{
+    packet::{Frame, PacketView, parse_frame},
+    verdict::{Hook, Reason, Verdict, judge},
+};
+
+use crate::{
+    datapath::{KernelMaps, count},
+    maps::SG_SCRATCH,
+    view::CtxView,
+};
+
+/// Bytes TC makes linear before parsing: Ethernet + IPv6 + extension headers + L4 + an ICMP
+/// error's quoted headers fit easily.
+const TC_PULL_LEN: u32 = 256;
+
+#[xdp]
+pub fn sg_xdp(ctx: XdpContext) -> u32 {
+    let view = CtxView::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
+    let ifindex = ctx.ingress_ifindex() as u32;
+    if process(&view, ifindex, Hook::Receive) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+#[classifier]
+pub fn sg_tc(ctx: TcContext) -> i32 {
+    let frame_len = ctx.len();
+    let want = if frame_len < TC_PULL_LEN { frame_len } else { TC_PULL_LEN };
+    if ctx.data_end() - ctx.data() < want as usize {
+        // Headers of a non-linear skb; if this fails the parser sees a short frame and drops.
+        let _ = ctx.pull_data(want);
+    }
+    let view = CtxView::new(ctx.data(), ctx.data_end(), frame_len as usize);
+    // SAFETY: the context pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if process(&view, ifindex, Hook::Transmit) {
+        // TCX_NEXT / "continue": let any later program on the interface have its say.
+        TC_ACT_UNSPEC
+    } else {
+        TC_ACT_SHOT as i32
+    }
+}
+
+#[inline(always)]
+fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
+    let Some(pkt) = SG_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch slot; nothing else uses it during this run.
+    let pkt = unsafe { &mut *pkt };
+    let verdict = match parse_frame(view, pkt) {
+        Frame::AddressResolution => Verdict::of(Reason::PassedAddressResolution),
+        Frame::NonIp => Verdict::of(Reason::DroppedNonIp),
+        Frame::Malformed => Verdict::of(Reason::DroppedMalformed),
+        Frame::Ip => {
+            // SAFETY: no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            judge(&KernelMaps, ifindex, hook, pkt, now)
+        }
+    };
+    count(verdict.reason, view.len());
+    verdict.pass
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,60 @@
+//! The maps, as the kernel object declares them. Every key and value type comes from
+//! `sg_common::maps`; all maps are pinned by name so that a restarted agent adopts them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use sg_common::{
+    maps::{
+        ActivePolicy, Counter, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey,
+        OwnAddrKey, PeerKey, RuleKey, RuleMatch, Settings, capacity,
+    },
+    packet::Packet,
+    verdict::NUM_REASONS,
+};
+
+/// Which policy slot is live (one entry).
+#[map]
+pub static SG_ACTIVE: Array<ActivePolicy> = Array::pinned(1, 0);
+
+/// (slot, ifindex) → the instance behind the interface and its rule tables.
+#[map]
+pub static SG_IFACES: HashMap<IfaceKey, IfaceConfig> = HashMap::pinned(2 * capacity::IFACES, 0);
+
+/// (slot, instance, address): the instance's own addresses.
+#[map]
+pub static SG_OWN_ADDRS: HashMap<OwnAddrKey, u32> = HashMap::pinned(2 * capacity::OWN_ADDRS, 0);
+
+/// (slot, table, peer prefix) → peer class.
+#[map]
+pub static SG_PEERS: LpmTrie<PeerKey, u32> = LpmTrie::pinned(capacity::PEERS, 0);
+
+/// (slot, table, peer class, protocol, port prefix) → allowing rule.
+#[map]
+pub static SG_RULES: LpmTrie<RuleKey, RuleMatch> = LpmTrie::pinned(capacity::RULES, 0);
+
+/// Tracked flows. A plain hash, not an LRU: a full table must refuse new flows rather than
+/// silently evict a live one (SPEC §3). Sized by the agent at load time.
+#[map]
+pub static SG_CONNTRACK: HashMap<CtKey, CtEntry> =
+    HashMap::pinned(capacity::CONNTRACK_DEFAULT, 0);
+
+/// First-fragment verdicts, for the fragments that follow. An LRU is right here: losing an old
+/// entry only drops the rest of a fragment train, which the sender retransmits.
+#[map]
+pub static SG_FRAGMENTS: LruHashMap<FragKey, FragVerdict> =
+    LruHashMap::pinned(capacity::FRAGMENTS, 0);
+
+/// Per-CPU packet and byte counts by verdict reason.
+#[map]
+pub static SG_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(NUM_REASONS, 0);
+
+/// Conntrack timeouts (one entry).
+#[map]
+pub static SG_SETTINGS: Array<Settings> = Array::pinned(1, 0);
+
+/// Per-CPU scratch space for the parsed headers: too big for the 512-byte BPF stack beside the
+/// lookup keys. Not pinned: nothing in it outlives one program run.
+#[map]
+pub static SG_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);

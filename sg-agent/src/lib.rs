@@ -12,5 +12,6 @@ pub mod compile;
 pub mod control;
 pub mod datapath;
 pub mod emulator;
+pub mod lab;
 pub mod policy;
 pub mod status;

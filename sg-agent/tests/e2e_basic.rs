@@ -31,7 +31,7 @@ fn setup() -> (Topology, Agent) {
     topo.add("veth-web", 1, 10);
     topo.add("veth-a", 2, 10);
     topo.add("veth-b", 3, 10);
-    let agent = Agent::start(&topo.node, POLICY, &[]);
+    let agent = start_agent(&topo.node, POLICY, &[]);
     (topo, agent)
 }
 

@@ -3,10 +3,12 @@
 //! here once so that the kernel and the host tests run the same code.
 #![no_std]
 
-#[cfg(any(test, feature = "user"))]
+#[cfg(any(test, feature = "user", feature = "frames"))]
 extern crate std;
 
 pub mod conntrack;
+#[cfg(any(test, feature = "frames"))]
+pub mod frames;
 pub mod maps;
 pub mod packet;
 pub mod ports;

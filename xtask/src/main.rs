@@ -1,1 +1,126 @@
-fn main(){}
+//! `cargo xtask`: the project's two commands and their helpers.
+//!
+//! - `cargo xtask run` — build everything and demonstrate enforcement on a namespace topology
+//!   (`cargo xtask run -- ARGS` runs `sg-agent ARGS` as root instead).
+//! - `cargo xtask test` — install what the tests need and run every test, privileged ones
+//!   included (they fail rather than skip if they cannot run).
+//! - `cargo xtask setup` — only the toolchain set-up.
+//!
+//! Each installs what is missing first (`scripts/setup-toolchain.sh`), saying what it does.
+
+mod demo;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain and test tools (idempotent).
+    Setup,
+    /// Build, then demo enforcement on namespaces; with `-- ARGS`, run `sg-agent ARGS` as root.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test as root (privileged tests must run, not skip).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Task::Setup => {
+            setup()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Run { args } => {
+            require_root("load BPF programs and create network namespaces")?;
+            setup()?;
+            let agent = build_agent()?;
+            if args.is_empty() {
+                demo::run(&agent)?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                let status = Command::new(&agent).args(&args).status().context("running sg-agent")?;
+                Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+            }
+        }
+        Task::Test { args } => {
+            require_root("the privileged tests load BPF programs and create network namespaces")?;
+            setup()?;
+            let status = Command::new(env!("CARGO"))
+                .args(["test", "--workspace"])
+                .args(&args)
+                .current_dir(workspace_root())
+                .env("SG_REQUIRE_PRIVILEGED", "1")
+                .status()
+                .context("running cargo test")?;
+            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn require_root(why: &str) -> Result<()> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this needs root ({why}); run it with sudo, e.g. `sudo -E cargo xtask ...`");
+    }
+    Ok(())
+}
+
+/// Runs the idempotent set-up script (quick when everything is there).
+fn setup() -> Result<()> {
+    let script = workspace_root().join("scripts/setup-toolchain.sh");
+    let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed", script.display());
+    }
+    Ok(())
+}
+
+/// Builds the agent (user space and kernel programs) and returns its path.
+fn build_agent() -> Result<PathBuf> {
+    eprintln!("xtask: building sg-agent (kernel programs included)");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--package", "sg-agent"])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building sg-agent failed");
+    }
+    let binary = workspace_root().join("target/debug/sg-agent");
+    if !binary.exists() {
+        bail!("{} missing after the build", binary.display());
+    }
+    Ok(binary)
+}

@@ -41,7 +41,8 @@ fn main() -> anyhow::Result<()> {
         fs::write(&object, b"")?;
         // Cargo reruns a build script whose rerun-if-changed path does not exist: so once
         // setup installs bpf-linker, the next build builds the real object.
-        let cargo_home = env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", env::var("HOME").unwrap_or_default()));
+        let cargo_home =
+            env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", env::var("HOME").unwrap_or_default()));
         println!("cargo:rerun-if-changed={cargo_home}/bin/bpf-linker");
         return Ok(());
     }

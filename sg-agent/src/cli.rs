@@ -233,7 +233,10 @@ fn import_aws(file: &Path, document: &str, instances: Option<&str>) -> u8 {
     let result = (|| {
         let json = native::parse_json(document)?;
         if !aws::is_aws(&json) {
-            return Err(policy::Invalid::one("", "not an AWS describe-security-groups document (no SecurityGroups key)"));
+            return Err(policy::Invalid::one(
+                "",
+                "not an AWS describe-security-groups document (no SecurityGroups key)",
+            ));
         }
         let groups = aws::convert_groups(&json)?;
         let (lists, insts) = match instances.map(native::parse_json).transpose()? {

@@ -21,9 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ipnet::IpNet;
 use sg_common::{
     maps::{
-        FAMILY_V4, FAMILY_V6, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey, PeerKey,
-        ROLE_HOST, ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity,
-        peer_key_bits, rule_key_bits,
+        FAMILY_V4, FAMILY_V6, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey, PeerKey, ROLE_HOST,
+        ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity, peer_key_bits, rule_key_bits,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::range_prefixes,
@@ -119,7 +118,13 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
         out.ifaces.push(compile_iface(instance, instance_index as u32, set_id));
         for addr in &instance.addresses {
             let (family, bytes) = addr_key(&IpNet::from(*addr));
-            out.own_addrs.push(OwnAddrKey { slot: 0, instance: instance_index as u32, family, _pad: [0; 3], addr: bytes });
+            out.own_addrs.push(OwnAddrKey {
+                slot: 0,
+                instance: instance_index as u32,
+                family,
+                _pad: [0; 3],
+                addr: bytes,
+            });
         }
     }
     out.group_sets = sets.len();
@@ -127,8 +132,10 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
     for (set_id, set) in sets.iter().enumerate() {
         for direction in [RuleDirection::Ingress, RuleDirection::Egress] {
             let table = table_id(set_id as u32, direction);
-            let rules: Vec<&FlatRule> = set.iter().flat_map(|g| flat[*g].rules(direction)).collect();
-            let others: Vec<&FlatRule> = set.iter().flat_map(|g| flat[*g].rules(direction.opposite())).collect();
+            let rules_of = |d: RuleDirection| -> Vec<&FlatRule> {
+                set.iter().filter_map(|g| flat.get(*g)).flat_map(|g| g.rules(d)).collect()
+            };
+            let (rules, others) = (rules_of(direction), rules_of(direction.opposite()));
             compile_table(table, &rules, &others, &mut out);
         }
     }
@@ -331,7 +338,7 @@ fn emit_class_rules(
     responses_allowed: &dyn Fn(u8, u8) -> bool,
     out: &mut Compiled,
 ) {
-    let reached: Vec<&FlatRule> = reach.iter().map(|&i| rules[i]).collect();
+    let reached: Vec<&FlatRule> = reach.iter().filter_map(|&i| rules.get(i).copied()).collect();
     let all_rules: Vec<&&FlatRule> = reached.iter().filter(|r| r.protocol == Protocol::All).collect();
     let mut protos: BTreeSet<u8> = reached.iter().filter_map(|r| r.protocol.number()).collect();
     if !all_rules.is_empty() {
@@ -384,9 +391,9 @@ fn segments(intervals: &[(u16, u16, SegmentValue)]) -> Vec<(u16, u16, SegmentVal
     let mut active_untracked = 0usize;
     let mut out: Vec<(u16, u16, SegmentValue)> = Vec::new();
     let positions: Vec<u32> = events.keys().copied().collect();
-    for (n, pos) in positions.iter().enumerate() {
-        for (start, i) in &events[pos] {
-            let value = intervals[*i].2;
+    for (n, (pos, changes)) in events.iter().enumerate() {
+        for (start, i) in changes {
+            let Some(&(_, _, value)) = intervals.get(*i) else { continue };
             if *start {
                 *active_rules.entry(value.rule).or_default() += 1;
                 active_untracked += usize::from(value.untracked);

@@ -29,7 +29,10 @@ pub const MAX_REQUEST_BYTES: usize = limits::DOCUMENT_BYTES * 2 + 4096;
 pub enum Request {
     Status,
     /// A new document: native JSON, or AWS JSON with a native `instances` document.
-    Apply { document: String, instances: Option<String> },
+    Apply {
+        document: String,
+        instances: Option<String>,
+    },
     /// Remove all enforcement and stop the agent.
     Teardown,
 }

@@ -5,7 +5,12 @@
 //! Everything created here is removed by `Drop`, so a failing (panicking) test cleans up too.
 //! All traffic stays inside the namespaces made here; nothing touches the root namespace's
 //! addresses or routes. Failures panic with context: this is harness code, not the agent.
-#![expect(clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "harness: failures panic with context")]
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "harness: failures panic with context"
+)]
 
 use std::{
     fs,
@@ -120,10 +125,22 @@ impl Bpffs {
     }
 }
 
+impl Default for Bpffs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Bpffs {
     fn drop(&mut self) {
         let _ = sh(&["umount", "-l", self.dir.to_str().unwrap_or_default()]);
         let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -219,7 +236,14 @@ impl Agent {
         Self::start_with(binary, node, &policy_path, bpffs, &dir, extra)
     }
 
-    pub fn start_with(binary: &Path, node: &Netns, policy_path: &Path, bpffs: Bpffs, dir: &Path, extra: &[&str]) -> Agent {
+    pub fn start_with(
+        binary: &Path,
+        node: &Netns,
+        policy_path: &Path,
+        bpffs: Bpffs,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let socket = dir.join("control.sock");
         let log = dir.join(format!("agent-{}.log", COUNTER.fetch_add(1, Ordering::Relaxed)));
         let pins = bpffs.pin_path();

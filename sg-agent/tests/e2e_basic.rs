@@ -1,6 +1,8 @@
 //! End to end with real packets (SPEC §2–§3 basics): a web instance behind the agent, a client
 //! in an allowed subnet and one in a denied subnet, IPv4 and IPv6.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code")]
+
 mod support;
 
 use support::*;

@@ -2,6 +2,8 @@
 //! frames a parser can get wrong — truncations at every header, bad IHL, lying lengths, IPv6
 //! extension headers, ARP and neighbour discovery, non-IP frames.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code")]
+
 mod support;
 
 use aya::programs::{TestRun as _, TestRunOptions};

@@ -3,13 +3,10 @@
 //! by host tests directly.
 
 use crate::{
-    maps::{
-        CT_F_FIN_ORIGIN, CT_F_FIN_REPLY, CT_F_REPLIED, CT_F_STREAM, CT_ICMP_ECHO, CtEntry, CtKey,
-        Settings,
-    },
+    maps::{CT_F_FIN_ORIGIN, CT_F_FIN_REPLY, CT_F_REPLIED, CT_F_STREAM, CT_ICMP_ECHO, CtEntry, CtKey, Settings},
     packet::{
-        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-        IPPROTO_UDP, Packet, Quoted, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+        ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Quoted,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
     verdict::Hook,
 };
@@ -81,15 +78,9 @@ pub fn quoted_flow_key(ifindex: u32, error_hook: Hook, family: u8, q: &Quoted) -
 fn flow_ports(proto: u8, icmp: u8, sport: u16, dport: u16) -> (u16, u16) {
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => (sport, dport),
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if icmp == ICMP_ECHO_REQUEST || icmp == ICMP_ECHO_REPLY {
-                // The identifier goes in the far port slot whichever way the packet goes; the
-                // key's addresses are already oriented.
-                (sport, CT_ICMP_ECHO)
-            } else {
-                (0, 0)
-            }
-        }
+        // ICMP echo: the identifier goes in the far port slot whichever way the packet goes;
+        // the key's addresses are already oriented.
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if icmp == ICMP_ECHO_REQUEST || icmp == ICMP_ECHO_REPLY => (sport, CT_ICMP_ECHO),
         _ => (0, 0),
     }
 }
@@ -136,14 +127,8 @@ fn oriented_key(
 /// A new entry for a flow whose packet `pkt`, seen at `hook`, was allowed by `rule`.
 #[inline(always)]
 pub fn new_entry(pkt: &Packet, hook: Hook, rule: u32, now_ns: u64) -> CtEntry {
-    let mut entry = CtEntry {
-        last_seen_ns: now_ns,
-        rule,
-        state: CtState::Open as u8,
-        origin: hook as u8,
-        flags: 0,
-        _pad: 0,
-    };
+    let mut entry =
+        CtEntry { last_seen_ns: now_ns, rule, state: CtState::Open as u8, origin: hook as u8, flags: 0, _pad: 0 };
     if pkt.proto == IPPROTO_TCP {
         let syn_only = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         // A flow picked up mid-stream (after a flush or a restart, while the rules still allow
@@ -192,8 +177,7 @@ pub fn track(entry: &mut CtEntry, pkt: &Packet, hook: Hook, now_ns: u64, s: &Set
     } else if !from_origin {
         entry.flags |= CT_F_REPLIED;
     }
-    if before != (entry.state, entry.flags) || now_ns.wrapping_sub(entry.last_seen_ns) >= REFRESH_NS
-    {
+    if before != (entry.state, entry.flags) || now_ns.wrapping_sub(entry.last_seen_ns) >= REFRESH_NS {
         entry.last_seen_ns = now_ns;
     }
     Tracked::Pass
@@ -208,11 +192,7 @@ fn tcp_flags_seen(entry: &mut CtEntry, flags: u8, from_origin: bool) {
     if flags & TCP_FIN != 0 {
         entry.flags |= if from_origin { CT_F_FIN_ORIGIN } else { CT_F_FIN_REPLY };
         let both = CT_F_FIN_ORIGIN | CT_F_FIN_REPLY;
-        entry.state = if entry.flags & both == both {
-            CtState::TimeWait as u8
-        } else {
-            CtState::FinWait as u8
-        };
+        entry.state = if entry.flags & both == both { CtState::TimeWait as u8 } else { CtState::FinWait as u8 };
     }
 }
 

@@ -1,6 +1,7 @@
 //! Building test frames: Ethernet, IPv4 (options, fragments), IPv6 (extension headers), TCP,
 //! UDP, ICMP. Used by the host parser tests, the `BPF_PROG_TEST_RUN` tests, the fuzz seeds and
 //! the benchmarks. Checksums are left zero: nothing on the judged path checks them.
+#![allow(clippy::indexing_slicing, reason = "fixed-size header buffers, indexed within their length")]
 
 use std::{vec, vec::Vec};
 
@@ -102,7 +103,11 @@ pub enum Ext {
     DestOpts,
     Routing,
     /// Fragment header: offset in 8-byte units, more-fragments, identification.
-    Fragment { offset: u16, more: bool, id: u32 },
+    Fragment {
+        offset: u16,
+        more: bool,
+        id: u32,
+    },
 }
 
 /// An IPv6 packet.

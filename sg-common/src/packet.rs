@@ -18,6 +18,9 @@ use crate::maps::{Addr, FAMILY_V4, FAMILY_V6};
 pub trait PacketView {
     /// Number of bytes that may be read.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// A copy of the `T` at `offset`, or `None` if it does not lie wholly inside the frame.
     fn read<T: Copy>(&self, offset: usize) -> Option<T>;
 }
@@ -190,11 +193,7 @@ fn parse_ipv4<V: PacketView>(view: &V, l3: usize, pkt: &mut Packet) -> Frame {
     }
     let l4 = l3 + header_len;
     let end = l3 + total_len;
-    if parse_l4(view, pkt, l4, end) {
-        Frame::Ip
-    } else {
-        Frame::Malformed
-    }
+    if parse_l4(view, pkt, l4, end) { Frame::Ip } else { Frame::Malformed }
 }
 
 const IPV6_HOP_BY_HOP: u8 = 0;
@@ -275,20 +274,17 @@ fn parse_ipv6<V: PacketView>(view: &V, l3: usize, pkt: &mut Packet) -> Frame {
     // Neighbour discovery must pass whatever the policy says (SPEC §3). Only what RFC 4861
     // and RFC 6980 let a host accept counts: hop limit 255 (sent on this link) and not
     // fragmented. Anything else claiming to be NDP is judged like any ICMPv6 message.
-    if next == IPPROTO_ICMPV6 && ip.hop_limit == 255 && pkt.fragment == FRAG_NONE {
-        // (Read 4 bytes, not 1: LLVM turns a 1-byte bounds check into `ptr < data_end`, from
-        // which the verifier derives no readable range.)
-        if let Some([ty, ..]) = view.read::<[u8; 4]>(off) {
-            if (133..=137).contains(&ty) && off + 8 <= end {
-                return Frame::AddressResolution;
-            }
-        }
+    // (Reads 4 bytes, not 1: LLVM turns a 1-byte bounds check into `ptr < data_end`, from
+    // which the verifier derives no readable range.)
+    if next == IPPROTO_ICMPV6
+        && ip.hop_limit == 255
+        && pkt.fragment == FRAG_NONE
+        && off + 8 <= end
+        && view.read::<[u8; 4]>(off).is_some_and(|[ty, ..]| (133..=137).contains(&ty))
+    {
+        return Frame::AddressResolution;
     }
-    if parse_l4(view, pkt, off, end) {
-        Frame::Ip
-    } else {
-        Frame::Malformed
-    }
+    if parse_l4(view, pkt, off, end) { Frame::Ip } else { Frame::Malformed }
 }
 
 /// Fills ports / flags / ICMP fields from the header at `l4`, which must end by `end` (the end

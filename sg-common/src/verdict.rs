@@ -8,9 +8,9 @@
 use crate::{
     conntrack::{self, Tracked},
     maps::{
-        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK,
-        IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST, RULE_KEY_LOOKUP_BITS,
-        RULE_UNTRACKED, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits,
+        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig,
+        IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST, RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, Settings,
+        family_bits, peer_key_bits,
     },
     packet::{FRAG_FIRST, FRAG_LATER, ICMP_ERROR, IPPROTO_TCP, IPPROTO_UDP, Packet},
 };
@@ -203,11 +203,8 @@ pub fn judge<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns
     let verdict = judge_unfragmented(dp, ifindex, hook, pkt, now_ns);
     if pkt.fragment == FRAG_FIRST {
         let key = fragment_key(ifindex, pkt);
-        let remembered = FragVerdict {
-            last_seen_ns: now_ns,
-            reason: verdict.reason as u32,
-            pass: u32::from(verdict.pass),
-        };
+        let remembered =
+            FragVerdict { last_seen_ns: now_ns, reason: verdict.reason as u32, pass: u32::from(verdict.pass) };
         dp.remember_fragment(&key, &remembered);
     }
     verdict
@@ -215,15 +212,7 @@ pub fn judge<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns
 
 #[inline(always)]
 fn fragment_key(ifindex: u32, pkt: &Packet) -> FragKey {
-    FragKey {
-        ifindex,
-        id: pkt.frag_id,
-        family: pkt.family,
-        proto: pkt.proto,
-        _pad: [0; 2],
-        src: pkt.src,
-        dst: pkt.dst,
-    }
+    FragKey { ifindex, id: pkt.frag_id, family: pkt.family, proto: pkt.proto, _pad: [0; 2], src: pkt.src, dst: pkt.dst }
 }
 
 #[inline(always)]
@@ -235,13 +224,7 @@ fn judge_later_fragment<D: Datapath>(dp: &D, ifindex: u32, pkt: &Packet) -> Verd
 }
 
 #[inline(always)]
-fn judge_unfragmented<D: Datapath>(
-    dp: &D,
-    ifindex: u32,
-    hook: Hook,
-    pkt: &Packet,
-    now_ns: u64,
-) -> Verdict {
+fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns: u64) -> Verdict {
     // Fast path: a tracked flow passes whatever the rules say now (SPEC §3).
     let key = conntrack::flow_key(ifindex, hook, pkt);
     let mut tracked_rule = NO_RULE;
@@ -287,13 +270,7 @@ fn judge_by_policy<D: Datapath>(
         Direction::Ingress => (&pkt.dst, &pkt.src, cfg.ingress_table),
         Direction::Egress => (&pkt.src, &pkt.dst, cfg.egress_table),
     };
-    let own = OwnAddrKey {
-        slot,
-        instance: cfg.instance,
-        family: pkt.family,
-        _pad: [0; 3],
-        addr: *local,
-    };
+    let own = OwnAddrKey { slot, instance: cfg.instance, family: pkt.family, _pad: [0; 3], addr: *local };
     if cfg.role == ROLE_HOST {
         // The node's NIC also carries traffic the node forwards to and from workloads; that is
         // judged by the workloads' own groups, not the node's.
@@ -314,8 +291,7 @@ fn judge_by_policy<D: Datapath>(
     let Some(rule) = lookup_rule(dp, slot, table, pkt, peer) else {
         return Verdict::of(Reason::DroppedNoRule);
     };
-    let untracked = rule.flags & RULE_UNTRACKED != 0
-        && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP);
+    let untracked = rule.flags & RULE_UNTRACKED != 0 && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP);
     if untracked {
         return Verdict::by_rule(Reason::AllowedUntracked, rule.rule);
     }
@@ -329,22 +305,9 @@ fn judge_by_policy<D: Datapath>(
 /// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).
 /// Two lookups whatever the number of rules.
 #[inline(always)]
-pub fn lookup_rule<D: Datapath>(
-    dp: &D,
-    slot: u32,
-    table: u32,
-    pkt: &Packet,
-    peer: &[u8; 16],
-) -> Option<RuleMatch> {
+pub fn lookup_rule<D: Datapath>(dp: &D, slot: u32, table: u32, pkt: &Packet, peer: &[u8; 16]) -> Option<RuleMatch> {
     let peer_key = PeerKey { slot, table, family: pkt.family, addr: *peer, _pad: [0; 3] };
     let class = dp.peer_class(&peer_key, peer_key_bits(family_bits(pkt.family)))?;
-    let rule_key = RuleKey {
-        slot,
-        table,
-        class,
-        proto: pkt.proto,
-        port: pkt.dport.to_be_bytes(),
-        _pad: 0,
-    };
+    let rule_key = RuleKey { slot, table, class, proto: pkt.proto, port: pkt.dport.to_be_bytes(), _pad: 0 };
     dp.rule(&rule_key, RULE_KEY_LOOKUP_BITS)
 }

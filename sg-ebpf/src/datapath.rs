@@ -4,15 +4,14 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     conntrack::Tracked,
     maps::{
-        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey,
-        PeerKey, RuleKey, RuleMatch, Settings,
+        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, RuleKey,
+        RuleMatch, Settings,
     },
     verdict::{Datapath, Reason},
 };
 
 use crate::maps::{
-    SG_ACTIVE, SG_CONNTRACK, SG_COUNTERS, SG_FRAGMENTS, SG_IFACES, SG_OWN_ADDRS, SG_PEERS,
-    SG_RULES, SG_SETTINGS,
+    SG_ACTIVE, SG_CONNTRACK, SG_COUNTERS, SG_FRAGMENTS, SG_IFACES, SG_OWN_ADDRS, SG_PEERS, SG_RULES, SG_SETTINGS,
 };
 
 pub struct KernelMaps;

@@ -33,11 +33,7 @@ const TC_PULL_LEN: u32 = 256;
 pub fn sg_xdp(ctx: XdpContext) -> u32 {
     let view = CtxView::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
     let ifindex = ctx.ingress_ifindex() as u32;
-    if process(&view, ifindex, Hook::Receive) {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
-    }
+    if process(&view, ifindex, Hook::Receive) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 #[classifier]

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use sg_common::{
     maps::{
-        ActivePolicy, Counter, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey,
-        OwnAddrKey, PeerKey, RuleKey, RuleMatch, Settings, capacity,
+        ActivePolicy, Counter, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
+        RuleKey, RuleMatch, Settings, capacity,
     },
     packet::Packet,
     verdict::NUM_REASONS,
@@ -37,14 +37,12 @@ pub static SG_RULES: LpmTrie<RuleKey, RuleMatch> = LpmTrie::pinned(capacity::RUL
 /// Tracked flows. A plain hash, not an LRU: a full table must refuse new flows rather than
 /// silently evict a live one (SPEC §3). Sized by the agent at load time.
 #[map]
-pub static SG_CONNTRACK: HashMap<CtKey, CtEntry> =
-    HashMap::pinned(capacity::CONNTRACK_DEFAULT, 0);
+pub static SG_CONNTRACK: HashMap<CtKey, CtEntry> = HashMap::pinned(capacity::CONNTRACK_DEFAULT, 0);
 
 /// First-fragment verdicts, for the fragments that follow. An LRU is right here: losing an old
 /// entry only drops the rest of a fragment train, which the sender retransmits.
 #[map]
-pub static SG_FRAGMENTS: LruHashMap<FragKey, FragVerdict> =
-    LruHashMap::pinned(capacity::FRAGMENTS, 0);
+pub static SG_FRAGMENTS: LruHashMap<FragKey, FragVerdict> = LruHashMap::pinned(capacity::FRAGMENTS, 0);
 
 /// Per-CPU packet and byte counts by verdict reason.
 #[map]

@@ -60,15 +60,27 @@ pub fn run(agent_binary: &Path) -> Result<()> {
 
     let probes = [
         Probe { what: "internet → web  HTTP  (tcp/80)", from: internet, to: web4, port: Some(80), expect: true },
-        Probe { what: "internet → web  HTTPS (tcp/443, IPv6)", from: internet, to: web6, port: Some(443), expect: true },
+        Probe {
+            what: "internet → web  HTTPS (tcp/443, IPv6)",
+            from: internet,
+            to: web6,
+            port: Some(443),
+            expect: true,
+        },
         Probe { what: "internet → web  SSH   (tcp/22)", from: internet, to: web4, port: Some(22), expect: false },
-        Probe { what: "office   → web  SSH   (tcp/22)", from: topo.host("veth-office"), to: web4, port: Some(22), expect: true },
+        Probe {
+            what: "office   → web  SSH   (tcp/22)",
+            from: topo.host("veth-office"),
+            to: web4,
+            port: Some(22),
+            expect: true,
+        },
         Probe { what: "client   → web  ping", from: topo.host("veth-client"), to: web4, port: None, expect: true },
         Probe { what: "internet → web  ping", from: internet, to: web4, port: None, expect: false },
         Probe { what: "web → internet  HTTP  (tcp/80, egress)", from: web, to: inet4, port: Some(80), expect: true },
         Probe { what: "web → internet  SMTP  (tcp/25, egress)", from: web, to: inet4, port: Some(25), expect: false },
     ];
-    println!("\n{:<42} {:<9} {}", "probe", "result", "expected");
+    println!("\n{:<42} {:<9} expected", "probe", "result");
     let mut surprises = 0;
     for p in &probes {
         let ok = match p.port {
@@ -100,7 +112,10 @@ pub fn run(agent_binary: &Path) -> Result<()> {
         agent.socket.display()
     );
     if surprises > 0 {
-        println!("\n{surprises} probe(s) did not behave as the policy says; see the agent log: {}", agent.log.display());
+        println!(
+            "\n{surprises} probe(s) did not behave as the policy says; see the agent log: {}",
+            agent.log.display()
+        );
     }
     println!("\nCtrl-C stops the demo and removes everything it created.");
     wait_for_interrupt();

@@ -73,6 +73,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Task::Test { args } => {
             require_root("the privileged tests load BPF programs and create network namespaces")?;
             setup()?;
+            if args.is_empty() {
+                // Formatting and lints first: quick, and a red here needs no test run to see.
+                cargo(&["fmt", "--all", "--check"])?;
+                cargo(&["clippy", "--workspace", "--all-targets", "--exclude", "sg-ebpf", "--", "-D", "warnings"])?;
+            }
             let status = Command::new(env!("CARGO"))
                 .args(["test", "--workspace"])
                 .args(&args)
@@ -103,6 +108,15 @@ fn setup() -> Result<()> {
     let status = Command::new("bash").arg(&script).status().with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
         bail!("{} failed", script.display());
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(env!("CARGO")).args(args).current_dir(workspace_root()).status()?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
     }
     Ok(())
 }

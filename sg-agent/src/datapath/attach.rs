@@ -71,13 +71,23 @@ impl fmt::Display for TcAttached {
     }
 }
 
-fn attach_error(interface: &str, what: &str, hint: &str, error: impl std::error::Error + Send + Sync + 'static) -> DatapathError {
+fn attach_error(
+    interface: &str,
+    what: &str,
+    hint: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> DatapathError {
     DatapathError::Attach { interface: interface.to_owned(), what: format!("{what}{hint}"), source: Box::new(error) }
 }
 
 /// Puts the XDP program on `interface`, replacing the program of a link pinned at `pin` if
 /// there is one (atomically: no packet goes unjudged), else attaching and pinning a new link.
-pub fn attach_xdp(prog: &mut Xdp, interface: &str, pin: &Path, choice: XdpModeChoice) -> Result<XdpAttached, DatapathError> {
+pub fn attach_xdp(
+    prog: &mut Xdp,
+    interface: &str,
+    pin: &Path,
+    choice: XdpModeChoice,
+) -> Result<XdpAttached, DatapathError> {
     if let Ok(pinned) = PinnedLink::from_pin(pin) {
         let link = XdpLink::try_from(FdLink::from(pinned));
         if let Ok(link) = link {
@@ -130,7 +140,12 @@ pub fn attach_xdp(prog: &mut Xdp, interface: &str, pin: &Path, choice: XdpModeCh
 
 /// Puts the TC program on `interface`'s egress: tcx link (pinned, adopted like XDP's), or a
 /// clsact filter where tcx is missing (a filter persists in the qdisc by itself).
-pub fn attach_tc(prog: &mut SchedClassifier, interface: &str, pin: &Path, choice: TcModeChoice) -> Result<TcAttached, DatapathError> {
+pub fn attach_tc(
+    prog: &mut SchedClassifier,
+    interface: &str,
+    pin: &Path,
+    choice: TcModeChoice,
+) -> Result<TcAttached, DatapathError> {
     if choice != TcModeChoice::Clsact {
         if let Ok(pinned) = PinnedLink::from_pin(pin) {
             if let Ok(link) = aya::programs::tc::SchedClassifierLink::try_from(FdLink::from(pinned)) {
@@ -144,7 +159,8 @@ pub fn attach_tc(prog: &mut SchedClassifier, interface: &str, pin: &Path, choice
             }
             let _ = std::fs::remove_file(pin);
         }
-        let tcx = prog.attach_with_options(interface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()));
+        let tcx =
+            prog.attach_with_options(interface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()));
         match tcx {
             Ok(id) => {
                 let link = prog.take_link(id).map_err(|e| attach_error(interface, "tcx", "", e))?;

@@ -139,8 +139,7 @@ impl Maps {
         for k in stale {
             self.ifaces.remove(&k).map_err(|e| map_error(names::IFACES, e))?;
         }
-        let stale: Vec<OwnAddrKey> =
-            self.own_addrs.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+        let stale: Vec<OwnAddrKey> = self.own_addrs.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
         for k in stale {
             self.own_addrs.remove(&k).map_err(|e| map_error(names::OWN_ADDRS, e))?;
         }

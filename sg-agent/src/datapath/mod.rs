@@ -20,12 +20,12 @@ use aya::{
 use serde::{Deserialize, Serialize};
 use sg_common::maps::{Settings, names};
 
+use self::rcu::RcuBarrier;
 pub use self::{
     attach::{TcAttached, TcModeChoice, XdpAttached, XdpModeChoice},
     maps::Maps,
     pins::PinLayout,
 };
-use self::rcu::RcuBarrier;
 use crate::compile::Compiled;
 
 /// The kernel object, built by build.rs.
@@ -40,10 +40,14 @@ pub fn object_available() -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     /// The binary was built without the eBPF toolchain.
-    #[error("this sg-agent was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild")]
+    #[error(
+        "this sg-agent was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild"
+    )]
     NoObject,
     /// The pin path is not on bpffs.
-    #[error("{0} is not on a BPF filesystem; mount one with: mount -t bpf bpf /sys/fs/bpf (or pass --pin-path DIR on bpffs)")]
+    #[error(
+        "{0} is not on a BPF filesystem; mount one with: mount -t bpf bpf /sys/fs/bpf (or pass --pin-path DIR on bpffs)"
+    )]
     NotBpffs(PathBuf),
     /// Loading the object or a program failed (verifier, permissions).
     #[error("loading the kernel programs failed (root with CAP_BPF and CAP_NET_ADMIN is needed): {0}")]
@@ -147,7 +151,8 @@ impl Datapath {
     pub fn install(&mut self, compiled: &Compiled, generation: u64) -> Result<(), DatapathError> {
         let mut ifindexes = Vec::with_capacity(compiled.ifaces.len());
         for iface in &compiled.ifaces {
-            ifindexes.push(ifindex(&iface.interface).ok_or_else(|| DatapathError::NoInterface(iface.interface.clone()))?);
+            ifindexes
+                .push(ifindex(&iface.interface).ok_or_else(|| DatapathError::NoInterface(iface.interface.clone()))?);
         }
         let mut newly = Vec::new();
         for (iface, index) in compiled.ifaces.iter().zip(&ifindexes) {
@@ -185,7 +190,12 @@ impl Datapath {
 
     /// Makes `compiled` live for the given interface indexes without attaching anything: for
     /// `BPF_PROG_TEST_RUN` (tests, benchmarks), where the programs run on crafted frames.
-    pub fn install_unattached(&mut self, compiled: &Compiled, ifindexes: &[u32], generation: u64) -> Result<(), DatapathError> {
+    pub fn install_unattached(
+        &mut self,
+        compiled: &Compiled,
+        ifindexes: &[u32],
+        generation: u64,
+    ) -> Result<(), DatapathError> {
         self.maps.install(compiled, ifindexes, generation, &self.barrier).map(|_| ())
     }
 
@@ -235,11 +245,9 @@ impl Datapath {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let iface = name.strip_prefix("xdp-").or_else(|| name.strip_prefix("tc-"));
-            if let Some(iface) = iface {
-                if !keep.contains(&iface) {
-                    let iface = iface.to_owned();
-                    self.detach(&iface);
-                }
+            if let Some(iface) = iface.filter(|i| !keep.contains(i)) {
+                let iface = iface.to_owned();
+                self.detach(&iface);
             }
         }
     }
@@ -260,11 +268,10 @@ pub fn teardown(pins: &PinLayout) -> Result<Vec<String>, DatapathError> {
     if let Ok(entries) = std::fs::read_dir(pins.links()) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(iface) = name.strip_prefix("xdp-").or_else(|| name.strip_prefix("tc-")) {
-                if !detached.iter().any(|d| d == iface) {
-                    attach::detach(iface, &pins.xdp_link(iface), &pins.tc_link(iface));
-                    detached.push(iface.to_owned());
-                }
+            let iface = name.strip_prefix("xdp-").or_else(|| name.strip_prefix("tc-"));
+            if let Some(iface) = iface.filter(|i| !detached.iter().any(|d| d == i)) {
+                attach::detach(iface, &pins.xdp_link(iface), &pins.tc_link(iface));
+                detached.push(iface.to_owned());
             }
         }
     }

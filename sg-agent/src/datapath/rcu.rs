@@ -23,9 +23,7 @@ type Attr = [u64; 16];
 
 fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a zeroed `union bpf_attr` of sufficient size, filled per the command.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of::<Attr>() as u32)
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of::<Attr>() as u32) };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 

@@ -43,7 +43,8 @@ pub fn read_instances_document(
     let Some(fields) = p.object("", doc, &["instances", "prefix_lists"]) else {
         return (Vec::new(), Vec::new());
     };
-    let lists = field(fields, "prefix_lists").map(|v| native::read_prefix_lists(p, "prefix_lists", v)).unwrap_or_default();
+    let lists =
+        field(fields, "prefix_lists").map(|v| native::read_prefix_lists(p, "prefix_lists", v)).unwrap_or_default();
     let instances = field(fields, "instances").map(|v| native::read_instances(p, "instances", v)).unwrap_or_default();
     (lists, instances)
 }
@@ -68,7 +69,8 @@ fn read_groups(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
     let Some(top) = p.object("", aws, &["SecurityGroups", "NextToken"]) else {
         return Vec::new();
     };
-    let Some(items) = field(top, "SecurityGroups").and_then(|v| p.array("SecurityGroups", v, limits::SECURITY_GROUPS)) else {
+    let Some(items) = field(top, "SecurityGroups").and_then(|v| p.array("SecurityGroups", v, limits::SECURITY_GROUPS))
+    else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -116,7 +118,8 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
             }
             Some(v) => native::read_protocol(p, &join(&path, "IpProtocol"), v),
         };
-        let ports = protocol.and_then(|proto| read_aws_ports(p, &path, proto, field(fields, "FromPort"), field(fields, "ToPort")));
+        let ports = protocol
+            .and_then(|proto| read_aws_ports(p, &path, proto, field(fields, "FromPort"), field(fields, "ToPort")));
         let mut peers: Vec<(Peer, Option<String>)> = Vec::new();
         let kinds: [(&str, &str, &[&str]); 4] = [
             ("IpRanges", "CidrIp", &["CidrIp", "Description"]),
@@ -142,8 +145,9 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
                     }
                     continue;
                 };
-                let description =
-                    field(efields, "Description").and_then(|v| p.string(&join(&epath, "Description"), v)).map(str::to_owned);
+                let description = field(efields, "Description")
+                    .and_then(|v| p.string(&join(&epath, "Description"), v))
+                    .map(str::to_owned);
                 let peer = match list_key {
                     "IpRanges" | "Ipv6Ranges" => {
                         let Some(net) = native::read_cidr(p, &ipath, text) else { continue };
@@ -157,8 +161,15 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
                             continue;
                         }
                         match (protocol, net) {
-                            (Some(Protocol::Icmp), ipnet::IpNet::V6(_)) | (Some(Protocol::Icmpv6), ipnet::IpNet::V4(_)) => {
-                                p.add(&ipath, format!("{net} is of the other IP family than protocol {}", protocol.map_or(String::new(), |x| x.to_string())));
+                            (Some(Protocol::Icmp), ipnet::IpNet::V6(_))
+                            | (Some(Protocol::Icmpv6), ipnet::IpNet::V4(_)) => {
+                                p.add(
+                                    &ipath,
+                                    format!(
+                                        "{net} is of the other IP family than protocol {}",
+                                        protocol.map_or(String::new(), |x| x.to_string())
+                                    ),
+                                );
                                 continue;
                             }
                             _ => Peer::Cidr(net),
@@ -199,7 +210,13 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
 }
 
 /// AWS writes `FromPort`/`ToPort` (and -1/-1 for "all ICMP"); absent for `-1` protocols.
-fn read_aws_ports(p: &mut Problems, path: &str, protocol: Protocol, from: Option<&Json>, to: Option<&Json>) -> Option<Ports> {
+fn read_aws_ports(
+    p: &mut Problems,
+    path: &str,
+    protocol: Protocol,
+    from: Option<&Json>,
+    to: Option<&Json>,
+) -> Option<Ports> {
     // The native reader has the same semantics; only the key names differ, so translate the
     // paths in its messages.
     let mut inner = Problems::default();

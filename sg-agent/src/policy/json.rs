@@ -62,9 +62,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
-        serde_json::Number::from_f64(v)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom("a number that is not finite"))
+        serde_json::Number::from_f64(v).map(Json::Number).ok_or_else(|| E::custom("a number that is not finite"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Json, E> {
         Ok(Json::String(v.to_owned()))
@@ -104,11 +102,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -133,12 +127,7 @@ impl Problems {
 
     /// Reads `value` as an object whose keys must all be in `allowed`; reports unknown and
     /// duplicate keys. Returns the fields.
-    pub fn object<'a>(
-        &mut self,
-        path: &str,
-        value: &'a Json,
-        allowed: &[&str],
-    ) -> Option<&'a [(String, Json)]> {
+    pub fn object<'a>(&mut self, path: &str, value: &'a Json, allowed: &[&str]) -> Option<&'a [(String, Json)]> {
         let Json::Object(pairs) = value else {
             self.add(path, format!("expected an object, found {}", value.kind()));
             return None;

@@ -9,8 +9,7 @@ use std::{collections::HashMap, net::IpAddr, str::FromStr};
 use ipnet::IpNet;
 
 use super::{
-    DEFAULT_GROUP, Document, Instance, Invalid, Peer, Ports, PrefixList, Protocol, Role, Rule,
-    SecurityGroup,
+    DEFAULT_GROUP, Document, Instance, Invalid, Peer, Ports, PrefixList, Protocol, Role, Rule, SecurityGroup,
     json::{Json, Problems, field, index, join},
     limits,
 };
@@ -92,11 +91,7 @@ pub fn read_groups(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadGroup>
             Some(v) => read_rules(p, &join(&path, "egress"), v, &mut references),
         };
         if let Some(id) = id {
-            out.push(ReadGroup {
-                group: SecurityGroup { id, name, description, ingress, egress },
-                path,
-                references,
-            });
+            out.push(ReadGroup { group: SecurityGroup { id, name, description, ingress, egress }, path, references });
         }
     }
     out
@@ -106,11 +101,7 @@ fn read_rules(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(
     let Some(items) = p.array(path, value, limits::RULES_PER_GROUP) else {
         return Vec::new();
     };
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| read_rule(p, &index(path, i), item, references))
-        .collect()
+    items.iter().enumerate().filter_map(|(i, item)| read_rule(p, &index(path, i), item, references)).collect()
 }
 
 const RULE_KEYS: &[&str] = &["protocol", "from_port", "to_port", "cidrs", "groups", "prefix_lists", "description"];
@@ -206,7 +197,13 @@ pub fn read_protocol(p: &mut Problems, path: &str, value: &Json) -> Option<Proto
 }
 
 /// `from_port`/`to_port` for a protocol; `path` is the rule's.
-pub fn read_ports(p: &mut Problems, path: &str, protocol: Protocol, from: Option<&Json>, to: Option<&Json>) -> Option<Ports> {
+pub fn read_ports(
+    p: &mut Problems,
+    path: &str,
+    protocol: Protocol,
+    from: Option<&Json>,
+    to: Option<&Json>,
+) -> Option<Ports> {
     let from_path = join(path, "from_port");
     let to_path = join(path, "to_port");
     match protocol {
@@ -234,11 +231,17 @@ pub fn read_ports(p: &mut Problems, path: &str, protocol: Protocol, from: Option
         Protocol::Icmp | Protocol::Icmpv6 => match (from, to) {
             (None, None) => Some(Ports::Icmp { ty: None, code: None }),
             (Some(_), None) => {
-                p.add(&to_path, "missing: from_port (the ICMP type) is given, so to_port (the code, -1 for any) must be too");
+                p.add(
+                    &to_path,
+                    "missing: from_port (the ICMP type) is given, so to_port (the code, -1 for any) must be too",
+                );
                 None
             }
             (None, Some(_)) => {
-                p.add(&from_path, "missing: to_port (the ICMP code) is given, so from_port (the type, -1 for any) must be too");
+                p.add(
+                    &from_path,
+                    "missing: to_port (the ICMP code) is given, so from_port (the type, -1 for any) must be too",
+                );
                 None
             }
             (Some(f), Some(t)) => {
@@ -249,10 +252,7 @@ pub fn read_ports(p: &mut Problems, path: &str, protocol: Protocol, from: Option
                     p.add(&to_path, format!("code {code} needs a type, but from_port is -1 (any type)"));
                     return None;
                 }
-                Some(Ports::Icmp {
-                    ty: u8::try_from(ty).ok(),
-                    code: u8::try_from(code).ok(),
-                })
+                Some(Ports::Icmp { ty: u8::try_from(ty).ok(), code: u8::try_from(code).ok() })
             }
         },
         // SPEC §2: ports are ignored for `all` and other protocols; still reject non-numbers.
@@ -271,11 +271,8 @@ pub fn read_ports(p: &mut Problems, path: &str, protocol: Protocol, from: Option
 /// A CIDR, or a bare address (a /32 or /128). Host bits must be zero: `10.0.0.1/24` is almost
 /// always a typo for something else, and silently widening or narrowing it would be worse.
 pub fn read_cidr(p: &mut Problems, path: &str, text: &str) -> Option<IpNet> {
-    let net = if text.contains('/') {
-        IpNet::from_str(text).ok()
-    } else {
-        IpAddr::from_str(text).ok().map(IpNet::from)
-    };
+    let net =
+        if text.contains('/') { IpNet::from_str(text).ok() } else { IpAddr::from_str(text).ok().map(IpNet::from) };
     let Some(net) = net else {
         p.add(path, format!("{text:?} is not a CIDR (like 10.0.0.0/16, 2001:db8::/32) or an IP address"));
         return None;
@@ -322,7 +319,8 @@ pub fn read_prefix_lists(p: &mut Problems, path: &str, value: &Json) -> Vec<Read
     out
 }
 
-const INSTANCE_KEYS: &[&str] = &["id", "interface", "role", "addresses", "security_groups", "source_dest_check", "audit"];
+const INSTANCE_KEYS: &[&str] =
+    &["id", "interface", "role", "addresses", "security_groups", "source_dest_check", "audit"];
 
 pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadInstance> {
     let Some(items) = p.array(path, value, limits::INSTANCES) else {
@@ -338,7 +336,9 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         let interface = field(fields, "interface").and_then(|v| {
             let ipath = join(&path, "interface");
             let name = p.string(&ipath, v)?;
-            valid_interface_name(name).map_err(|why| p.add(&ipath, format!("{name:?} is not an interface name: {why}"))).ok()?;
+            valid_interface_name(name)
+                .map_err(|why| p.add(&ipath, format!("{name:?} is not an interface name: {why}")))
+                .ok()?;
             Some(name.to_owned())
         });
         let role = match field(fields, "role") {
@@ -398,7 +398,15 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         };
         if let (Some(id), Some(role), Some(source_dest_check), Some(audit)) = (id, role, source_dest_check, audit) {
             out.push(ReadInstance {
-                instance: Instance { id, interface, role, addresses, security_groups: groups, source_dest_check, audit },
+                instance: Instance {
+                    id,
+                    interface,
+                    role,
+                    addresses,
+                    security_groups: groups,
+                    source_dest_check,
+                    audit,
+                },
                 path,
                 groups_listed,
             });
@@ -412,7 +420,8 @@ pub fn valid_interface_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 15 {
         return Err("must be 1 to 15 characters");
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err("must not contain '/', ':' or whitespace");
     }
     Ok(())
@@ -455,10 +464,10 @@ pub fn assemble(
         if let Some(first) = instance_ids.insert(&i.instance.id, &i.path) {
             p.add(&join(&i.path, "id"), format!("duplicate instance id {:?} (also {first})", i.instance.id));
         }
-        if let Some(ifname) = &i.instance.interface {
-            if let Some(first) = interfaces.insert(ifname, &i.path) {
-                p.add(&join(&i.path, "interface"), format!("interface {ifname:?} already belongs to {first}"));
-            }
+        if let Some((ifname, first)) =
+            i.instance.interface.as_ref().and_then(|ifname| Some((ifname, interfaces.insert(ifname, &i.path)?)))
+        {
+            p.add(&join(&i.path, "interface"), format!("interface {ifname:?} already belongs to {first}"));
         }
         for (j, gid) in i.instance.security_groups.iter().enumerate() {
             if !group_exists(gid) {
@@ -484,11 +493,7 @@ pub fn assemble(
             instance
         })
         .collect();
-    Ok(Document {
-        security_groups,
-        prefix_lists: lists.into_iter().map(|l| l.list).collect(),
-        instances,
-    })
+    Ok(Document { security_groups, prefix_lists: lists.into_iter().map(|l| l.list).collect(), instances })
 }
 
 fn required_id(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {

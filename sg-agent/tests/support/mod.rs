@@ -1,5 +1,6 @@
 //! Test harness: the lab (`sg_agent::lab`) plus what only tests need.
 #![allow(dead_code, unused_imports, reason = "each test binary uses a different part of the harness")]
+#![allow(clippy::panic, reason = "test code")]
 
 use std::path::Path;
 
@@ -21,7 +22,6 @@ pub fn privileged() -> bool {
     eprintln!("SKIPPED: privileged test needs root and the eBPF toolchain ({why})");
     false
 }
-
 
 /// Starts the agent built for these tests.
 pub fn start_agent(node: &Netns, policy: &str, extra: &[&str]) -> Agent {

@@ -233,6 +233,15 @@ fn handle(agent: &mut Agent, request: Request) -> (Response, bool) {
             Ok(summary) => (Response::ok(serde_json::to_value(summary).unwrap_or_default()), false),
             Err(e) => (Response::error(e.exit_code(), e.to_string()), false),
         },
+        Request::Explain { query } => {
+            let (Some(doc), Some(compiled)) = (&agent.document, &agent.compiled) else {
+                return (Response::error(1, "no policy applied yet"), false);
+            };
+            match crate::explain::explain_compiled(doc, compiled, &query) {
+                Ok(e) => (Response::ok(serde_json::to_value(e).unwrap_or_default()), false),
+                Err(e) => (Response::error(2, e.to_string()), false),
+            }
+        }
         Request::Teardown => match datapath::teardown(agent.datapath.pins()) {
             Ok(detached) => (Response::ok(serde_json::json!({ "detached": detached })), true),
             Err(e) => (Response::error(1, e.to_string()), false),

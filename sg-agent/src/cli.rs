@@ -12,7 +12,8 @@ use crate::{
     agent::{self, RunOptions},
     control::{self, DEFAULT_SOCKET, Request, Response},
     datapath::{self, LoadOptions, Maps, PinLayout, TcModeChoice, XdpModeChoice, pins::DEFAULT_PIN_PATH},
-    policy::{self, aws, json::Problems, native},
+    explain::{Explanation, Query},
+    policy::{self, RuleDirection, aws, json::Problems, native},
     status,
 };
 
@@ -91,6 +92,36 @@ pub enum Command {
     },
     /// Interfaces, generation, counts and verdict counters.
     Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Which group and rule allow a packet, or that none does: offline from `--policy FILE`,
+    /// else against the running agent's live policy.
+    Explain {
+        #[arg(long)]
+        instance: String,
+        #[arg(long, value_enum)]
+        direction: RuleDirection,
+        /// tcp, udp, icmp, icmpv6 or a protocol number.
+        #[arg(long)]
+        protocol: String,
+        /// The other end: source of inbound, destination of outbound traffic.
+        #[arg(long)]
+        peer: std::net::IpAddr,
+        /// TCP/UDP destination port.
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        icmp_type: Option<u8>,
+        #[arg(long)]
+        icmp_code: Option<u8>,
+        /// Explain against this document instead of the running agent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        instances: Option<PathBuf>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -202,6 +233,55 @@ async fn dispatch(command: Command) -> u8 {
             }
         }
         Command::Status { json, location } => status_command(&location, json).await,
+        Command::Explain {
+            instance,
+            direction,
+            protocol,
+            peer,
+            port,
+            icmp_type,
+            icmp_code,
+            policy,
+            instances,
+            json,
+            location,
+        } => {
+            let query = Query { instance, direction, protocol, peer, port, icmp_type, icmp_code };
+            let answer = match policy {
+                Some(file) => {
+                    let (document, instances_text) = match read_pair(&file, instances.as_deref()) {
+                        Ok(x) => x,
+                        Err(code) => return code,
+                    };
+                    match crate::policy::load(&document, instances_text.as_deref())
+                        .and_then(|doc| crate::explain::explain(&doc, &query))
+                    {
+                        Ok(e) => e,
+                        Err(e) => {
+                            eprintln!("{}", status::format_invalid(&file, &e));
+                            return 2;
+                        }
+                    }
+                }
+                None => match call(&location.socket, &Request::Explain { query }).await {
+                    Ok(r) if r.exit_code == 0 => match serde_json::from_value::<Explanation>(r.data) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            eprintln!("error: unexpected answer from the agent: {e}");
+                            return 1;
+                        }
+                    },
+                    Ok(r) => return report(&r),
+                    Err(code) => return code,
+                },
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            } else {
+                println!("{}", answer.summary);
+            }
+            0
+        }
         Command::Teardown { location } => match call_quiet(&location.socket, &Request::Teardown).await {
             Some(r) if r.exit_code == 0 => {
                 println!("agent stopped; enforcement removed: {}", r.data);

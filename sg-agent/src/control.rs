@@ -33,6 +33,10 @@ pub enum Request {
         document: String,
         instances: Option<String>,
     },
+    /// Which rule of the live policy allows a packet.
+    Explain {
+        query: crate::explain::Query,
+    },
     /// Remove all enforcement and stop the agent.
     Teardown,
 }

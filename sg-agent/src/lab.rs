@@ -531,3 +531,166 @@ pub fn v4(host: &Host) -> IpAddr {
 pub fn v6(host: &Host) -> IpAddr {
     host.v6.expect("host has IPv6")
 }
+
+/// Sends one raw IP packet of protocol `proto` (e.g. 132, SCTP; 47, GRE) from `from` to `dst`
+/// and reports whether a raw socket in `to` received it: for rules on protocol numbers that no
+/// ordinary tool speaks.
+pub fn raw_ip_ok(from: &Netns, to: &Netns, dst: IpAddr, proto: u8) -> bool {
+    let marker: [u8; 8] = *b"sgagent!";
+    let family = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = to.spawn(move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(family, libc::SOCK_RAW, i32::from(proto));
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::from_ref(&tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let _ = ready_tx.send(());
+            let mut buf = [0u8; 2048];
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut seen = false;
+            while Instant::now() < deadline && !seen {
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n <= 0 {
+                    break;
+                }
+                seen = buf[..n as usize].windows(marker.len()).any(|w| w == marker);
+            }
+            libc::close(fd);
+            seen
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).expect("raw receiver did not start");
+    from.run(move || {
+        // SAFETY: as above; the address structs are fully initialised before use.
+        unsafe {
+            let fd = libc::socket(family, libc::SOCK_RAW, i32::from(proto));
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            match dst {
+                IpAddr::V4(a) => {
+                    let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                    sa.sin_family = libc::AF_INET as u16;
+                    sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+                    libc::sendto(
+                        fd,
+                        marker.as_ptr().cast(),
+                        marker.len(),
+                        0,
+                        std::ptr::from_ref(&sa).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as u32,
+                    );
+                }
+                IpAddr::V6(a) => {
+                    let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                    sa.sin6_family = libc::AF_INET6 as u16;
+                    sa.sin6_addr.s6_addr = a.octets();
+                    libc::sendto(
+                        fd,
+                        marker.as_ptr().cast(),
+                        marker.len(),
+                        0,
+                        std::ptr::from_ref(&sa).cast(),
+                        std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                    );
+                }
+            }
+            libc::close(fd);
+        }
+    });
+    receiver.join().unwrap_or(false)
+}
+
+/// Connects from `ns` using source address `src` (which must be configured there): for
+/// source/destination-check tests.
+pub fn tcp_ok_from(ns: &Netns, src: IpAddr, addr: IpAddr, port: u16) -> bool {
+    ns.run(move || {
+        let domain = if src.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: socket/bind/connect with fully initialised address structs; fd closed.
+        unsafe {
+            let fd = libc::socket(domain, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return false;
+            }
+            let ok = bind_to(fd, SocketAddr::new(src, 0));
+            if !ok {
+                libc::close(fd);
+                return false;
+            }
+            let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
+            connect_with_timeout(stream, SocketAddr::new(addr, port))
+        }
+    })
+}
+
+/// Binds a raw socket descriptor to `addr`.
+unsafe fn bind_to(fd: i32, addr: SocketAddr) -> bool {
+    // SAFETY: the caller passes a valid socket; address structs are zero-initialised then filled.
+    unsafe {
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                libc::bind(fd, std::ptr::from_ref(&sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) == 0
+            }
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as u16;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                libc::bind(fd, std::ptr::from_ref(&sa).cast(), std::mem::size_of::<libc::sockaddr_in6>() as u32) == 0
+            }
+        }
+    }
+}
+
+/// Connects a bound stream socket with a timeout (non-blocking connect + poll) and reads the
+/// server's greeting.
+fn connect_with_timeout(stream: TcpStream, to: SocketAddr) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let fd = stream.as_raw_fd();
+    let _ = stream.set_nonblocking(true);
+    let (sa, len): (libc::sockaddr_storage, u32) = {
+        // SAFETY: zeroed storage large enough for either family, then filled.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match to {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+                let sa = unsafe { &mut *std::ptr::from_mut(&mut ss).cast::<libc::sockaddr_in>() };
+                sa.sin_family = libc::AF_INET as u16;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: as above, for sockaddr_in6.
+                let sa = unsafe { &mut *std::ptr::from_mut(&mut ss).cast::<libc::sockaddr_in6>() };
+                sa.sin6_family = libc::AF_INET6 as u16;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as u32)
+    };
+    // SAFETY: valid socket and address.
+    unsafe { libc::connect(fd, std::ptr::from_ref(&sa).cast(), len) };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut pfd, 1, SHORT.as_millis() as i32) };
+    if ready != 1 || stream.take_error().ok().flatten().is_some() || stream.peer_addr().is_err() {
+        return false;
+    }
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(SHORT));
+    let mut buf = [0u8; 3];
+    (&stream).read_exact(&mut buf).is_ok() && &buf == b"ok\n"
+}

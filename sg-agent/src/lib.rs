@@ -12,6 +12,7 @@ pub mod compile;
 pub mod control;
 pub mod datapath;
 pub mod emulator;
+pub mod explain;
 pub mod lab;
 pub mod policy;
 pub mod status;

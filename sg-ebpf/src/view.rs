@@ -30,8 +30,13 @@ impl PacketView for CtxView {
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
         let start = self.data + offset;
-        // The verifier needs this exact comparison against data_end before the access.
-        if start + size_of::<T>() > self.data_end {
+        // The verifier needs this exact comparison against data_end before every access. A
+        // volatile load keeps LLVM from proving it redundant from the parser's own length
+        // checks (`frame_len` is data_end - data for XDP) and deleting it: the verifier cannot
+        // follow that proof and would reject the program.
+        // SAFETY: reading a field of `self`.
+        let data_end = unsafe { core::ptr::read_volatile(&self.data_end) };
+        if start + size_of::<T>() > data_end {
             return None;
         }
         // SAFETY: in bounds (checked above); packet memory has no alignment guarantee.

@@ -10,6 +10,7 @@ use sg_common::maps::{Settings, capacity};
 
 use crate::{
     agent::{self, RunOptions},
+    conntrack,
     control::{self, DEFAULT_SOCKET, Request, Response},
     datapath::{self, LoadOptions, Maps, PinLayout, TcModeChoice, XdpModeChoice, pins::DEFAULT_PIN_PATH},
     explain::{Explanation, Query},
@@ -127,6 +128,11 @@ pub enum Command {
         #[command(flatten)]
         location: Location,
     },
+    /// Inspect or cut tracked flows.
+    Conntrack {
+        #[command(subcommand)]
+        action: ConntrackAction,
+    },
     /// Detach everything and remove the pinned state (stops a running agent).
     Teardown {
         #[command(flatten)]
@@ -139,6 +145,45 @@ pub enum Command {
         #[arg(long)]
         instances: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConntrackAction {
+    /// List tracked flows (as their initiator saw them).
+    List {
+        #[command(flatten)]
+        filter: FlowFilter,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Remove tracked flows: their next packets are judged by the rules again.
+    Flush {
+        #[command(flatten)]
+        filter: FlowFilter,
+        #[command(flatten)]
+        location: Location,
+    },
+}
+
+/// Which flows (every given filter must match).
+#[derive(Debug, Clone, Args)]
+pub struct FlowFilter {
+    /// Instance id (needs the running agent to map it to its interface).
+    #[arg(long)]
+    pub instance: Option<String>,
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Either endpoint's address.
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
+    /// Either endpoint's port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// tcp, udp, icmp, icmpv6 or a number.
+    #[arg(long)]
+    pub protocol: Option<String>,
 }
 
 /// Runs the command line; returns the exit code.
@@ -233,6 +278,7 @@ async fn dispatch(command: Command) -> u8 {
             }
         }
         Command::Status { json, location } => status_command(&location, json).await,
+        Command::Conntrack { action } => conntrack_command(action).await,
         Command::Explain {
             instance,
             direction,
@@ -376,6 +422,76 @@ async fn status_command(location: &Location, json: bool) -> u8 {
         print!("{}", status::format_human(&status));
     }
     if status.enforcing { 0 } else { 1 }
+}
+
+/// Interface → instance names, from the running agent (empty if none answers).
+async fn instance_names(location: &Location) -> std::collections::BTreeMap<String, String> {
+    let Some(r) = call_quiet(&location.socket, &Request::Status).await else { return Default::default() };
+    let Ok(s) = serde_json::from_value::<status::Status>(r.data) else { return Default::default() };
+    s.interfaces.into_iter().filter_map(|i| Some((i.interface, i.instance?))).collect()
+}
+
+async fn conntrack_command(action: ConntrackAction) -> u8 {
+    let (filter, location) = match &action {
+        ConntrackAction::List { filter, location, .. } | ConntrackAction::Flush { filter, location } => {
+            (filter.clone(), location.clone())
+        }
+    };
+    let names = instance_names(&location).await;
+    let protocol = match filter.protocol.as_deref().map(conntrack::parse_protocol).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --protocol: {e}");
+            return 2;
+        }
+    };
+    let mut interface = filter.interface.clone();
+    if let Some(instance) = &filter.instance {
+        match names.iter().find(|(_, i)| *i == instance) {
+            Some((iface, _)) => interface = Some(iface.clone()),
+            None if names.is_empty() => {
+                eprintln!("error: --instance needs a running agent to know interfaces by instance; use --interface");
+                return 1;
+            }
+            None => {
+                eprintln!("error: no instance {instance:?} with an interface on this node");
+                return 2;
+            }
+        }
+    }
+    let filter = conntrack::Filter { interface, address: filter.address, port: filter.port, protocol };
+    let pins = PinLayout::new(&location.pin_path);
+    let mut maps = match Maps::from_pins(&pins) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: no pinned conntrack table under {}: {e}", location.pin_path.display());
+            return 1;
+        }
+    };
+    match action {
+        ConntrackAction::List { json, .. } => {
+            let ifaces = match conntrack::live_interfaces(&maps, &names) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            let flows = conntrack::list(&maps, &ifaces, &filter);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flows).unwrap_or_default());
+            } else {
+                print!("{}", conntrack::format_human(&flows));
+                println!("{} tracked flows", flows.len());
+            }
+            0
+        }
+        ConntrackAction::Flush { .. } => {
+            let n = conntrack::flush(&mut maps, &filter);
+            println!("flushed {n} tracked flows");
+            0
+        }
+    }
 }
 
 /// Calls the agent; prints and maps connection errors to exit code 1.

@@ -21,8 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ipnet::IpNet;
 use sg_common::{
     maps::{
-        FAMILY_V4, FAMILY_V6, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey, PeerKey, ROLE_HOST,
-        ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity, peer_key_bits, rule_key_bits,
+        FAMILY_V4, FAMILY_V6, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK,
+        IfaceConfig, OwnAddrKey, PeerKey, ROLE_HOST, ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey,
+        RuleMatch, capacity, peer_key_bits, rule_key_bits,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::range_prefixes,
@@ -128,6 +129,7 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
         }
     }
     out.group_sets = sets.len();
+    let mut untracked_tables: HashSet<u32> = HashSet::new();
 
     for (set_id, set) in sets.iter().enumerate() {
         for direction in [RuleDirection::Ingress, RuleDirection::Egress] {
@@ -136,7 +138,20 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
                 set.iter().filter_map(|g| flat.get(*g)).flat_map(|g| g.rules(d)).collect()
             };
             let (rules, others) = (rules_of(direction), rules_of(direction.opposite()));
+            let first_entry = out.rule_entries.len();
             compile_table(table, &rules, &others, &mut out);
+            if out.rule_entries.iter().skip(first_entry).any(|e| e.value.flags & RULE_UNTRACKED != 0) {
+                untracked_tables.insert(table);
+            }
+        }
+    }
+
+    for iface in &mut out.ifaces {
+        if untracked_tables.contains(&iface.config.ingress_table) {
+            iface.config.flags |= IFACE_INGRESS_UNTRACKED;
+        }
+        if untracked_tables.contains(&iface.config.egress_table) {
+            iface.config.flags |= IFACE_EGRESS_UNTRACKED;
         }
     }
 

@@ -694,3 +694,71 @@ fn connect_with_timeout(stream: TcpStream, to: SocketAddr) -> bool {
     let mut buf = [0u8; 3];
     (&stream).read_exact(&mut buf).is_ok() && &buf == b"ok\n"
 }
+
+/// A TCP server that swallows everything a client sends and, when the client shuts down its
+/// sending side, answers with the byte count: for bulk transfers in one direction (path MTU
+/// discovery tests). Stopped on drop.
+pub struct SinkServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SinkServer {
+    pub fn start(ns: &Netns, addr: IpAddr, port: u16) -> SinkServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = ns.spawn(move || {
+            let listener = TcpListener::bind(SocketAddr::new(addr, port)).expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let _ = ready_tx.send(());
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                        std::thread::spawn(move || {
+                            let mut total = 0usize;
+                            let mut buf = [0u8; 65536];
+                            while let Ok(n) = stream.read(&mut buf) {
+                                if n == 0 {
+                                    break;
+                                }
+                                total += n;
+                            }
+                            let _ = stream.write_all(format!("{total}\n").as_bytes());
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
+        SinkServer { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for SinkServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends `bytes` bytes from `ns` to a [`SinkServer`] and checks it got them all within
+/// `within`.
+pub fn bulk_send_ok(ns: &Netns, addr: IpAddr, port: u16, bytes: usize, within: Duration) -> bool {
+    ns.run(move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::new(addr, port), SHORT) else { return false };
+        let _ = s.set_write_timeout(Some(within));
+        let _ = s.set_read_timeout(Some(within));
+        let data = vec![0x5au8; bytes];
+        if s.write_all(&data).is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).is_ok() && answer.trim() == bytes.to_string()
+    })
+}

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cli;
 pub mod compile;
+pub mod conntrack;
 pub mod control;
 pub mod datapath;
 pub mod emulator;

@@ -80,6 +80,11 @@ pub const ROLE_HOST: u8 = 1;
 pub const IFACE_SOURCE_DEST_CHECK: u8 = 1 << 0;
 /// [`IfaceConfig::flags`]: audit (dry-run) mode; count what would be dropped, pass it.
 pub const IFACE_AUDIT: u8 = 1 << 1;
+/// [`IfaceConfig::flags`]: the ingress table has untracked entries, so an outbound packet may
+/// be the reply of an untracked inbound flow (and must not create an entry).
+pub const IFACE_INGRESS_UNTRACKED: u8 = 1 << 2;
+/// [`IfaceConfig::flags`]: the egress table has untracked entries.
+pub const IFACE_EGRESS_UNTRACKED: u8 = 1 << 3;
 
 /// `SG_IFACES` value: what the datapath needs to judge a packet seen on an interface.
 #[repr(C)]

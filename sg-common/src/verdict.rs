@@ -8,9 +8,9 @@
 use crate::{
     conntrack::{self, Tracked},
     maps::{
-        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig,
-        IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST, RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, Settings,
-        family_bits, peer_key_bits,
+        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED,
+        IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST,
+        RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits,
     },
     packet::{FRAG_FIRST, FRAG_LATER, ICMP_ERROR, IPPROTO_TCP, IPPROTO_UDP, Packet},
 };
@@ -288,12 +288,25 @@ fn judge_by_policy<D: Datapath>(
         }
     }
 
-    let Some(rule) = lookup_rule(dp, slot, table, pkt, peer) else {
+    let Some(rule) = lookup_rule(dp, slot, table, pkt.family, pkt.proto, pkt.dport, peer) else {
         return Verdict::of(Reason::DroppedNoRule);
     };
-    let untracked = rule.flags & RULE_UNTRACKED != 0 && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP);
-    if untracked {
+    let tcp_or_udp = pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP;
+    if tcp_or_udp && rule.flags & RULE_UNTRACKED != 0 {
         return Verdict::by_rule(Reason::AllowedUntracked, rule.rule);
+    }
+    // The reply of an untracked flow of the other direction makes no entry either (SPEC §3).
+    // It is one if the reversed packet would be allowed untracked by the other direction's
+    // rules; only checked when that table has untracked entries at all.
+    let (other_table, other_may_untrack) = match direction {
+        Direction::Ingress => (cfg.egress_table, cfg.flags & IFACE_EGRESS_UNTRACKED != 0),
+        Direction::Egress => (cfg.ingress_table, cfg.flags & IFACE_INGRESS_UNTRACKED != 0),
+    };
+    if tcp_or_udp && other_may_untrack {
+        let reverse = lookup_rule(dp, slot, other_table, pkt.family, pkt.proto, pkt.sport, peer);
+        if reverse.is_some_and(|r| r.flags & RULE_UNTRACKED != 0) {
+            return Verdict::by_rule(Reason::AllowedUntracked, rule.rule);
+        }
     }
     let entry = conntrack::new_entry(pkt, hook, rule.rule, now_ns);
     if !dp.ct_insert(key, &entry) {
@@ -305,9 +318,18 @@ fn judge_by_policy<D: Datapath>(
 /// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).
 /// Two lookups whatever the number of rules.
 #[inline(always)]
-pub fn lookup_rule<D: Datapath>(dp: &D, slot: u32, table: u32, pkt: &Packet, peer: &[u8; 16]) -> Option<RuleMatch> {
-    let peer_key = PeerKey { slot, table, family: pkt.family, addr: *peer, _pad: [0; 3] };
-    let class = dp.peer_class(&peer_key, peer_key_bits(family_bits(pkt.family)))?;
-    let rule_key = RuleKey { slot, table, class, proto: pkt.proto, port: pkt.dport.to_be_bytes(), _pad: 0 };
+#[expect(clippy::too_many_arguments, reason = "the lookup's inputs; a struct would be built and taken apart at once")]
+pub fn lookup_rule<D: Datapath>(
+    dp: &D,
+    slot: u32,
+    table: u32,
+    family: u8,
+    proto: u8,
+    port: u16,
+    peer: &[u8; 16],
+) -> Option<RuleMatch> {
+    let peer_key = PeerKey { slot, table, family, addr: *peer, _pad: [0; 3] };
+    let class = dp.peer_class(&peer_key, peer_key_bits(family_bits(family)))?;
+    let rule_key = RuleKey { slot, table, class, proto, port: port.to_be_bytes(), _pad: 0 };
     dp.rule(&rule_key, RULE_KEY_LOOKUP_BITS)
 }

@@ -1,0 +1,207 @@
+//! `sg-agent conntrack list|flush`: the tracked flows, read from (and cut in) the pinned
+//! conntrack map. Works whether or not an agent runs; interface names come from this node's
+//! network namespace, instance names from the live policy when an agent answers.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+use sg_common::{
+    conntrack::{CtState, is_expired},
+    maps::{CtEntry, CtKey, FAMILY_V4, ROLE_HOST, Settings},
+    verdict::Hook,
+};
+
+use crate::{
+    agent::monotonic_ns,
+    datapath::{DatapathError, Maps},
+};
+
+/// Which flows a `list` or `flush` applies to; every given filter must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Filter {
+    /// Interface the flow was tracked on.
+    pub interface: Option<String>,
+    /// Either endpoint's address.
+    pub address: Option<IpAddr>,
+    /// Either endpoint's port (TCP/UDP).
+    pub port: Option<u16>,
+    /// tcp, udp, icmp, icmpv6, or a number.
+    pub protocol: Option<u8>,
+}
+
+/// A tracked flow, as the initiator saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flow {
+    pub interface: String,
+    pub ifindex: u32,
+    pub instance: Option<String>,
+    pub protocol: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TCP/UDP ports; the echo identifier for ICMP echo (as `src_port`).
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Whether the instance received (inbound) or sent (outbound) the first packet.
+    pub direction: String,
+    pub state: String,
+    pub replied: bool,
+    /// Seconds since the last packet, and until the entry expires.
+    pub idle_secs: u64,
+    pub expires_in_secs: u64,
+    /// Index of the rule that admitted the flow, in the generation that admitted it.
+    pub rule: u32,
+}
+
+pub fn protocol_name(proto: u8) -> String {
+    match proto {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
+/// Parses a protocol name or number for a filter.
+pub fn parse_protocol(text: &str) -> Result<u8, String> {
+    match text {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        "icmpv6" => Ok(58),
+        n => n.parse().map_err(|_| format!("{n:?} is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)")),
+    }
+}
+
+fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 { IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { IpAddr::from(*bytes) }
+}
+
+pub fn interface_name(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("#{ifindex}");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+fn matches(filter: &Filter, key: &CtKey, interface: &str) -> bool {
+    let far = addr(key.family, &key.far_addr);
+    let near = addr(key.family, &key.near_addr);
+    filter.interface.as_deref().is_none_or(|i| i == interface)
+        && filter.address.is_none_or(|a| a == far || a == near)
+        && filter.port.is_none_or(|p| (key.proto == 6 || key.proto == 17) && (p == key.far_port || p == key.near_port))
+        && filter.protocol.is_none_or(|p| p == key.proto)
+}
+
+/// `ifindex → (role, instance name)` of the live policy, for orientation and display.
+pub type Interfaces = BTreeMap<u32, (u8, Option<String>)>;
+
+/// The live interfaces and their roles, with instance names if `names` knows them.
+pub fn live_interfaces(maps: &Maps, names: &BTreeMap<String, String>) -> Result<Interfaces, DatapathError> {
+    Ok(maps
+        .live_ifaces()?
+        .into_iter()
+        .map(|(ifindex, cfg)| (ifindex, (cfg.role, names.get(&interface_name(ifindex)).cloned())))
+        .collect())
+}
+
+fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, now: u64) -> Flow {
+    let interface = interface_name(key.ifindex);
+    let (role, instance) = ifaces.get(&key.ifindex).cloned().unwrap_or((0, None));
+    let far = addr(key.family, &key.far_addr);
+    let near = addr(key.family, &key.near_addr);
+    let origin = Hook::from_u8(entry.origin);
+    // The initiator sent the first packet: received on the interface = from the far end.
+    let (src, sport, dst, dport) = match origin {
+        Hook::Receive => (far, key.far_port, near, key.near_port),
+        Hook::Transmit => (near, key.near_port, far, key.far_port),
+    };
+    let (src_port, dst_port) = if key.proto == 6 || key.proto == 17 { (sport, dport) } else { (key.far_port, 0) };
+    // A workload interface receives what its instance sends; a host NIC receives what comes in.
+    let inbound = (role == ROLE_HOST) == (origin == Hook::Receive);
+    let idle_ns = now.saturating_sub(entry.last_seen_ns);
+    let timeout = u64::from(sg_common::conntrack::timeout_secs(entry, key.proto, settings));
+    Flow {
+        interface,
+        ifindex: key.ifindex,
+        instance,
+        protocol: protocol_name(key.proto),
+        src,
+        dst,
+        src_port,
+        dst_port,
+        direction: if inbound { "inbound" } else { "outbound" }.into(),
+        state: if key.proto == 6 { CtState::from_u8(entry.state).name().into() } else { "open".into() },
+        replied: entry.flags & sg_common::maps::CT_F_REPLIED != 0
+            || (key.proto == 6 && CtState::from_u8(entry.state) != CtState::SynSent),
+        idle_secs: idle_ns / 1_000_000_000,
+        expires_in_secs: timeout.saturating_sub(idle_ns / 1_000_000_000),
+        rule: entry.rule,
+    }
+}
+
+fn settings(maps: &Maps) -> Settings {
+    maps.read_settings().ok().filter(|s| s.tcp_established != 0).unwrap_or(Settings::DEFAULT)
+}
+
+/// Live (unexpired) flows matching `filter`.
+pub fn list(maps: &Maps, ifaces: &Interfaces, filter: &Filter) -> Vec<Flow> {
+    let settings = settings(maps);
+    let now = monotonic_ns();
+    let mut flows: Vec<Flow> = maps
+        .conntrack_entries()
+        .iter()
+        .filter(|(k, e)| !is_expired(e, k.proto, &settings, now))
+        .filter(|(k, _)| matches(filter, k, &interface_name(k.ifindex)))
+        .map(|(k, e)| flow(k, e, ifaces, &settings, now))
+        .collect();
+    flows.sort_by(|a, b| (&a.interface, a.src, a.src_port).cmp(&(&b.interface, b.src, b.src_port)));
+    flows
+}
+
+/// Removes the entries matching `filter`; returns how many. Packets of a flushed flow are
+/// judged by the rules again: a flow the rules still allow is picked up again at once.
+pub fn flush(maps: &mut Maps, filter: &Filter) -> usize {
+    let keys: Vec<CtKey> = maps
+        .conntrack_entries()
+        .into_iter()
+        .filter(|(k, _)| matches(filter, k, &interface_name(k.ifindex)))
+        .map(|(k, _)| k)
+        .collect();
+    keys.iter().filter(|k| maps.conntrack.remove(k).is_ok()).count()
+}
+
+/// One line per flow for humans.
+pub fn format_human(flows: &[Flow]) -> String {
+    let mut out = String::new();
+    for f in flows {
+        let endpoint = |a: IpAddr, p: u16, with_port: bool| {
+            if !with_port {
+                a.to_string()
+            } else if a.is_ipv6() {
+                format!("[{a}]:{p}")
+            } else {
+                format!("{a}:{p}")
+            }
+        };
+        let ports = f.protocol == "tcp" || f.protocol == "udp";
+        out.push_str(&format!(
+            "{:<6} {:<40} -> {:<40} {:<8} {:<11} {} on {}{}  idle {}s, expires in {}s\n",
+            f.protocol,
+            endpoint(f.src, f.src_port, ports),
+            endpoint(f.dst, f.dst_port, ports),
+            f.direction,
+            f.state,
+            if f.replied { "replied" } else { "unreplied" },
+            f.interface,
+            f.instance.as_ref().map(|i| format!(" ({i})")).unwrap_or_default(),
+            f.idle_secs,
+            f.expires_in_secs,
+        ));
+    }
+    out
+}

@@ -6,11 +6,6 @@
 
 mod support;
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use sg_agent::{
-    agent,
-    datapath::{Datapath, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
-};
 use sg_common::{
     frames::{self, Ext, Ipv4, Ipv6, tcp, v4, v6},
     packet::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN},
@@ -32,58 +27,6 @@ const POLICY: &str = r#"{
     { "id": "node", "interface": "lo", "role": "host", "addresses": ["10.0.0.1", "fd00:1::1"], "security_groups": ["sg-node"] }
   ]
 }"#;
-
-pub struct Kernel {
-    pub datapath: Datapath,
-    _bpffs: Bpffs,
-}
-
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-
-impl Kernel {
-    pub fn load(policy: &str) -> Kernel {
-        let bpffs = Bpffs::new();
-        let mut datapath = Datapath::load(
-            PinLayout::new(bpffs.pin_path()),
-            LoadOptions { conntrack_max: 1024, xdp_mode: XdpModeChoice::Auto, tc_mode: TcModeChoice::Auto },
-        )
-        .expect("loading the programs");
-        let (_, compiled) = agent::prepare(policy, None).expect("valid policy");
-        datapath.install_unattached(&compiled, &[1], 1).expect("installing the policy");
-        Kernel { datapath, _bpffs: bpffs }
-    }
-
-    fn counters(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.datapath.maps.counters().expect("counters").into_iter().map(|(k, v)| (k, v.packets)).collect()
-    }
-
-    /// Runs the XDP program on `frame`: its return value and the reason counter it bumped.
-    pub fn xdp(&self, frame: &[u8]) -> (u32, &'static str) {
-        let before = self.counters();
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
-        let result = self.datapath.xdp_program().expect("xdp").test_run(opts).expect("test run");
-        (result.return_value, self.bumped(&before))
-    }
-
-    /// Runs the TC program on `frame`.
-    pub fn tc(&self, frame: &[u8]) -> (i32, &'static str) {
-        let before = self.counters();
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
-        let result = self.datapath.tc_program().expect("tc").test_run(opts).expect("test run");
-        (result.return_value as i32, self.bumped(&before))
-    }
-
-    fn bumped(&self, before: &std::collections::BTreeMap<&'static str, u64>) -> &'static str {
-        let after = self.counters();
-        let changed: Vec<&'static str> =
-            after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(k, _)| *k).collect();
-        assert_eq!(changed.len(), 1, "exactly one reason counter must move, moved: {changed:?}");
-        changed[0]
-    }
-}
 
 const NODE4: [u8; 4] = v4(10, 0, 0, 1);
 const PEER4: [u8; 4] = v4(10, 0, 0, 2);

@@ -312,8 +312,10 @@ fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], out: &mu
             by_prefix.entry(*net).or_default().push(i);
         }
     }
-    // Each prefix reaches its own rules and those of every prefix containing it.
-    let mut classes: HashMap<Vec<usize>, u32> = HashMap::new();
+    // Each prefix reaches its own rules and those of every prefix containing it. Classes are
+    // per family: the untracked flag of a rule whose peer has prefixes of both families (a
+    // prefix list, a group) depends on the packet's family (`0.0.0.0/0` vs `::/0`).
+    let mut classes: HashMap<(u8, Vec<usize>), u32> = HashMap::new();
     for net in by_prefix.keys() {
         let mut reach: BTreeSet<usize> = BTreeSet::new();
         for len in 0..=net.prefix_len() {
@@ -325,7 +327,7 @@ fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], out: &mu
         let reach: Vec<usize> = reach.into_iter().collect();
         let (family, addr) = addr_key(net);
         let next_class = classes.len() as u32;
-        let class = *classes.entry(reach.clone()).or_insert_with(|| {
+        let class = *classes.entry((family, reach.clone())).or_insert_with(|| {
             emit_class_rules(table, next_class, family, &reach, rules, &responses_allowed, out);
             next_class
         });

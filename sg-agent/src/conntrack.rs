@@ -49,7 +49,7 @@ pub struct Flow {
     pub idle_secs: u64,
     pub expires_in_secs: u64,
     /// Index of the rule that admitted the flow, in the generation that admitted it.
-    pub rule: u32,
+    pub rule: Option<u32>,
 }
 
 pub fn protocol_name(proto: u8) -> String {
@@ -114,7 +114,7 @@ fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, 
     let (role, instance) = ifaces.get(&key.ifindex).cloned().unwrap_or((0, None));
     let far = addr(key.family, &key.far_addr);
     let near = addr(key.family, &key.near_addr);
-    let origin = Hook::from_u8(entry.origin);
+    let origin = sg_common::conntrack::origin(entry);
     // The initiator sent the first packet: received on the interface = from the far end.
     let (src, sport, dst, dport) = match origin {
         Hook::Receive => (far, key.far_port, near, key.near_port),
@@ -123,7 +123,7 @@ fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, 
     let (src_port, dst_port) = if key.proto == 6 || key.proto == 17 { (sport, dport) } else { (key.far_port, 0) };
     // A workload interface receives what its instance sends; a host NIC receives what comes in.
     let inbound = (role == ROLE_HOST) == (origin == Hook::Receive);
-    let idle_ns = now.saturating_sub(entry.last_seen_ns);
+    let idle = u64::from(sg_common::conntrack::seconds(now).saturating_sub(entry.last_seen));
     let timeout = u64::from(sg_common::conntrack::timeout_secs(entry, key.proto, settings));
     Flow {
         interface,
@@ -138,9 +138,9 @@ fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, 
         state: if key.proto == 6 { CtState::from_u8(entry.state).name().into() } else { "open".into() },
         replied: entry.flags & sg_common::maps::CT_F_REPLIED != 0
             || (key.proto == 6 && CtState::from_u8(entry.state) != CtState::SynSent),
-        idle_secs: idle_ns / 1_000_000_000,
-        expires_in_secs: timeout.saturating_sub(idle_ns / 1_000_000_000),
-        rule: entry.rule,
+        idle_secs: idle,
+        expires_in_secs: timeout.saturating_sub(idle),
+        rule: (entry.rule != sg_common::maps::CT_RULE_UNKNOWN).then_some(u32::from(entry.rule)),
     }
 }
 

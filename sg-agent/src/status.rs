@@ -54,6 +54,23 @@ pub struct PolicyCounts {
 pub struct ConntrackStatus {
     pub entries: usize,
     pub capacity: u32,
+    /// Kernel memory of the (preallocated) table, and per entry of capacity.
+    pub memory_bytes: Option<u64>,
+    pub bytes_per_entry: Option<u64>,
+    /// Timeouts in force, seconds.
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timeouts {
+    pub tcp_established: u32,
+    pub tcp_syn: u32,
+    pub tcp_fin: u32,
+    pub tcp_closed: u32,
+    pub udp: u32,
+    pub udp_stream: u32,
+    pub icmp: u32,
+    pub other: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -121,7 +138,27 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
         pin_path: pins.root().display().to_string(),
         interfaces,
         policy,
-        conntrack: ConntrackStatus { entries: entries.len(), capacity: maps.conntrack_capacity() },
+        conntrack: {
+            let capacity = maps.conntrack_capacity();
+            let memory_bytes = maps.conntrack_memory_bytes();
+            let s = maps.read_settings().ok().filter(|s| s.tcp_established != 0).unwrap_or_default();
+            ConntrackStatus {
+                entries: entries.len(),
+                capacity,
+                memory_bytes,
+                bytes_per_entry: memory_bytes.map(|m| m / u64::from(capacity.max(1))),
+                timeouts: Timeouts {
+                    tcp_established: s.tcp_established,
+                    tcp_syn: s.tcp_syn,
+                    tcp_fin: s.tcp_fin,
+                    tcp_closed: s.tcp_closed,
+                    udp: s.udp,
+                    udp_stream: s.udp_stream,
+                    icmp: s.icmp,
+                    other: s.other,
+                },
+            }
+        },
         counters,
     })
 }
@@ -147,7 +184,20 @@ pub fn format_human(s: &Status) -> String {
             p.security_groups, p.rules, p.instances, p.local_instances, p.peer_entries, p.rule_entries
         );
     }
-    let _ = writeln!(out, "conntrack:   {} / {} entries", s.conntrack.entries, s.conntrack.capacity);
+    let _ = writeln!(
+        out,
+        "conntrack:   {} / {} entries{}; timeouts tcp {} s, udp {}/{} s (stream), icmp {} s",
+        s.conntrack.entries,
+        s.conntrack.capacity,
+        match (s.conntrack.memory_bytes, s.conntrack.bytes_per_entry) {
+            (Some(m), Some(b)) => format!(" ({:.1} MiB, {b} bytes per entry)", m as f64 / 1048576.0),
+            _ => String::new(),
+        },
+        s.conntrack.timeouts.tcp_established,
+        s.conntrack.timeouts.udp,
+        s.conntrack.timeouts.udp_stream,
+        s.conntrack.timeouts.icmp,
+    );
     let _ = writeln!(out, "interfaces:");
     for i in &s.interfaces {
         let modes = match (i.xdp, i.tc) {

@@ -210,3 +210,26 @@ fn a_full_table_refuses_new_flows_and_keeps_established_ones() {
     agent.cli(&["conntrack", "flush"]);
     assert!(tcp_ok(&c.ns, v4(web), 8080), "new flows are admitted once there is room");
 }
+
+#[test]
+fn timeouts_are_configurable_and_table_memory_is_reported() {
+    if !privileged() {
+        return;
+    }
+    let topo = two_hosts();
+    let flags = ["--tcp-established-timeout", "3600", "--udp-timeout", "45", "--udp-stream-timeout", "120"];
+    let agent = start_agent(&topo.node, &web_policy(ALLOW_8080, NARROW_EGRESS), &flags);
+    let ct = &agent.status()["conntrack"];
+    assert_eq!(ct["timeouts"]["tcp_established"], 3600);
+    assert_eq!(ct["timeouts"]["udp"], 45);
+    assert_eq!(ct["timeouts"]["udp_stream"], 120);
+    assert_eq!(ct["capacity"], 1 << 20, "sized for 1M flows by default");
+    let per_entry = ct["bytes_per_entry"].as_u64().expect("memory reported");
+    let total = ct["memory_bytes"].as_u64().unwrap();
+    eprintln!("conntrack: {total} bytes for 1M flows, {per_entry} bytes per entry");
+    assert!(total <= 128 << 20, "1M tracked flows fit in 128 MiB of map memory ({total} bytes)");
+    assert!(per_entry <= 120, "{per_entry} bytes per entry");
+    // Out of EC2's ranges: refused as invalid input, nothing started.
+    let out = sh(&[agent_binary_path(), "run", "--policy", "/dev/null", "--udp-timeout", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -59,7 +59,7 @@ fn state(k: &Kernel) -> CtState {
 /// Moves an entry's last packet `secs` seconds into the past.
 fn age(k: &mut Kernel, key: &CtKey, secs: u64) {
     let mut e = k.datapath.maps.conntrack.get(key, 0).unwrap();
-    e.last_seen_ns -= secs * 1_000_000_000;
+    e.last_seen -= secs as u32;
     k.datapath.maps.conntrack.insert(key, e, 0).unwrap();
 }
 
@@ -103,7 +103,7 @@ fn tcp_replies_of_a_denied_direction_only_pass_when_tracked() {
     assert_eq!(k.xdp(&frames::tcp4(FAR, NODE, 443, 50000, TCP_SYN | TCP_ACK)), (XDP_PASS, "allowed_tracked"));
     let (key, e) = entry(&k, IPPROTO_TCP);
     assert_eq!((key.far_port, key.near_port), (443, 50000), "one entry, oriented by the interface");
-    assert_eq!(e.origin, 1, "first seen on transmit");
+    assert_eq!(sg_common::conntrack::origin(&e), sg_common::verdict::Hook::Transmit, "first seen on transmit");
 }
 
 #[test]

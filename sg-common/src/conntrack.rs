@@ -3,7 +3,10 @@
 //! by host tests directly.
 
 use crate::{
-    maps::{CT_F_FIN_ORIGIN, CT_F_FIN_REPLY, CT_F_REPLIED, CT_F_STREAM, CT_ICMP_ECHO, CtEntry, CtKey, Settings},
+    maps::{
+        CT_F_FIN_ORIGIN, CT_F_FIN_REPLY, CT_F_ORIGIN_TRANSMIT, CT_F_REPLIED, CT_F_STREAM, CT_ICMP_ECHO,
+        CT_RULE_UNKNOWN, CtEntry, CtKey, Settings,
+    },
     packet::{
         ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Quoted,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
@@ -52,9 +55,17 @@ impl CtState {
     }
 }
 
-/// Entries are refreshed at most this often: a per-packet write would bounce the entry's cache
-/// line between CPUs for nothing, and timeouts are whole seconds anyway.
-pub const REFRESH_NS: u64 = 1_000_000_000;
+/// CLOCK_MONOTONIC seconds from nanoseconds, as [`CtEntry::last_seen`] stores them.
+#[inline(always)]
+pub const fn seconds(now_ns: u64) -> u32 {
+    (now_ns / 1_000_000_000) as u32
+}
+
+/// The hook that saw the flow's first packet.
+#[inline(always)]
+pub const fn origin(entry: &CtEntry) -> Hook {
+    if entry.flags & CT_F_ORIGIN_TRANSMIT != 0 { Hook::Transmit } else { Hook::Receive }
+}
 
 /// Builds the conntrack key of a packet seen at `hook` on interface `ifindex`.
 #[inline(always)]
@@ -127,8 +138,12 @@ fn oriented_key(
 /// A new entry for a flow whose packet `pkt`, seen at `hook`, was allowed by `rule`.
 #[inline(always)]
 pub fn new_entry(pkt: &Packet, hook: Hook, rule: u32, now_ns: u64) -> CtEntry {
-    let mut entry =
-        CtEntry { last_seen_ns: now_ns, rule, state: CtState::Open as u8, origin: hook as u8, flags: 0, _pad: 0 };
+    let mut entry = CtEntry {
+        last_seen: seconds(now_ns),
+        rule: if rule < CT_RULE_UNKNOWN as u32 { rule as u16 } else { CT_RULE_UNKNOWN },
+        state: CtState::Open as u8,
+        flags: if matches!(hook, Hook::Transmit) { CT_F_ORIGIN_TRANSMIT } else { 0 },
+    };
     if pkt.proto == IPPROTO_TCP {
         let syn_only = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         // A flow picked up mid-stream (after a flush or a restart, while the rules still allow
@@ -155,7 +170,7 @@ pub fn track(entry: &mut CtEntry, pkt: &Packet, hook: Hook, now_ns: u64, s: &Set
     if is_expired(entry, pkt.proto, s, now_ns) {
         return Tracked::New;
     }
-    let from_origin = entry.origin == hook as u8;
+    let from_origin = origin(entry) as u8 == hook as u8;
     let before = (entry.state, entry.flags);
     if pkt.proto == IPPROTO_TCP {
         let state = CtState::from_u8(entry.state);
@@ -177,8 +192,9 @@ pub fn track(entry: &mut CtEntry, pkt: &Packet, hook: Hook, now_ns: u64, s: &Set
     } else if !from_origin {
         entry.flags |= CT_F_REPLIED;
     }
-    if before != (entry.state, entry.flags) || now_ns.wrapping_sub(entry.last_seen_ns) >= REFRESH_NS {
-        entry.last_seen_ns = now_ns;
+    let now = seconds(now_ns);
+    if before != (entry.state, entry.flags) || entry.last_seen != now {
+        entry.last_seen = now;
     }
     Tracked::Pass
 }
@@ -221,6 +237,5 @@ pub fn timeout_secs(entry: &CtEntry, proto: u8, s: &Settings) -> u32 {
 /// Whether an entry has outlived its timeout. The protocol is part of the key, not the entry.
 #[inline(always)]
 pub fn is_expired(entry: &CtEntry, proto: u8, s: &Settings, now_ns: u64) -> bool {
-    let timeout_ns = u64::from(timeout_secs(entry, proto, s)) * 1_000_000_000;
-    now_ns.saturating_sub(entry.last_seen_ns) > timeout_ns
+    seconds(now_ns).saturating_sub(entry.last_seen) > timeout_secs(entry, proto, s)
 }

@@ -216,23 +216,28 @@ const _: () = assert!(size_of::<CtKey>() == 44);
 /// apart from the "other ICMP" flow between the same two addresses.
 pub const CT_ICMP_ECHO: u16 = 1;
 
-/// `SG_CONNTRACK` value.
+/// `SG_CONNTRACK` value. Eight bytes on purpose: with the 44-byte key and the kernel's
+/// 48-byte element header and 16-byte bucket, an entry costs 120 bytes, so 1M flows fit in
+/// 120 MiB (a 16-byte value would make it exactly 128 MiB plus the map header).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtEntry {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet that refreshed the entry.
-    pub last_seen_ns: u64,
-    /// The rule that admitted the flow (index in the generation that admitted it).
-    pub rule: u32,
+    /// CLOCK_MONOTONIC seconds (`bpf_ktime_get_ns() / 1e9`) of the last packet that refreshed
+    /// the entry. Timeouts are whole seconds, and refreshing at most once a second keeps the
+    /// entry's cache line from bouncing between CPUs.
+    pub last_seen: u32,
+    /// The rule that admitted the flow (index in the generation that admitted it);
+    /// [`CT_RULE_UNKNOWN`] if it does not fit.
+    pub rule: u16,
     /// [`crate::conntrack::CtState`] as u8.
     pub state: u8,
-    /// The hook that saw the flow's first packet: [`crate::verdict::Hook`] as u8.
-    pub origin: u8,
-    /// `CT_F_*` bits.
+    /// `CT_F_*` bits, the origin hook included.
     pub flags: u8,
-    pub _pad: u8,
 }
-const _: () = assert!(size_of::<CtEntry>() == 16);
+const _: () = assert!(size_of::<CtEntry>() == 8);
+
+/// [`CtEntry::rule`] of a flow admitted by a rule whose index does not fit in 16 bits.
+pub const CT_RULE_UNKNOWN: u16 = u16::MAX;
 
 /// [`CtEntry::flags`]: a packet from the responder has been seen.
 pub const CT_F_REPLIED: u8 = 1 << 0;
@@ -242,6 +247,8 @@ pub const CT_F_STREAM: u8 = 1 << 1;
 pub const CT_F_FIN_ORIGIN: u8 = 1 << 2;
 /// [`CtEntry::flags`]: the responder sent a FIN.
 pub const CT_F_FIN_REPLY: u8 = 1 << 3;
+/// [`CtEntry::flags`]: the flow's first packet was seen on transmit (else on receive).
+pub const CT_F_ORIGIN_TRANSMIT: u8 = 1 << 4;
 
 /// `SG_FRAGMENTS` key: a fragment train (IPv4 identification is 16 bits, IPv6's 32).
 #[repr(C)]

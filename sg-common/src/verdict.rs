@@ -8,7 +8,7 @@
 use crate::{
     conntrack::{self, Tracked},
     maps::{
-        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED,
+        ActivePolicy, CT_RULE_UNKNOWN, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED,
         IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST,
         RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits,
     },
@@ -229,7 +229,7 @@ fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packe
     let key = conntrack::flow_key(ifindex, hook, pkt);
     let mut tracked_rule = NO_RULE;
     let tracked = dp.ct_track(&key, |entry| {
-        tracked_rule = entry.rule;
+        tracked_rule = if entry.rule == CT_RULE_UNKNOWN { NO_RULE } else { u32::from(entry.rule) };
         conntrack::track(entry, pkt, hook, now_ns, dp.settings())
     });
     if tracked == Some(Tracked::Pass) {
@@ -318,7 +318,6 @@ fn judge_by_policy<D: Datapath>(
 /// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).
 /// Two lookups whatever the number of rules.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "the lookup's inputs; a struct would be built and taken apart at once")]
 pub fn lookup_rule<D: Datapath>(
     dp: &D,
     slot: u32,

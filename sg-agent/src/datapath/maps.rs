@@ -181,6 +181,15 @@ impl Maps {
         self.conntrack.map().info().map(|i| i.max_entries()).unwrap_or(0)
     }
 
+    /// Kernel memory of the conntrack table (its `memlock` in fdinfo: the whole preallocated
+    /// table, whatever its occupancy).
+    pub fn conntrack_memory_bytes(&self) -> Option<u64> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let fd = self.conntrack.map().fd().as_fd().as_raw_fd();
+        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
+    }
+
     /// Interfaces in the live slot.
     pub fn live_ifaces(&self) -> Result<Vec<(u32, IfaceConfig)>, DatapathError> {
         let Some(live) = self.live()? else { return Ok(Vec::new()) };

@@ -116,11 +116,27 @@ impl Datapath {
         for dir in [pins.maps(), pins.links()] {
             std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Io(dir.clone(), e))?;
         }
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pins.maps())
-            .map_max_entries(names::CONNTRACK, options.conntrack_max)
-            .load(EBPF_OBJECT)
-            .map_err(|e| DatapathError::Load(format!("{e:#}")))?;
+        // The conntrack table is preallocated (entries never fail to allocate under load); if
+        // the memory is not there, take the largest power-of-two fraction that is, and say so.
+        let mut conntrack_max = options.conntrack_max;
+        let mut ebpf = loop {
+            let loaded = EbpfLoader::new()
+                .default_map_pin_directory(pins.maps())
+                .map_max_entries(names::CONNTRACK, conntrack_max)
+                .load(EBPF_OBJECT);
+            match loaded {
+                Ok(ebpf) => break ebpf,
+                Err(aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }))
+                    if name == names::CONNTRACK
+                        && io_error.raw_os_error() == Some(libc::ENOMEM)
+                        && conntrack_max > 4096 =>
+                {
+                    log::warn!("no memory for a {conntrack_max}-flow conntrack table; trying {}", conntrack_max / 2);
+                    conntrack_max /= 2;
+                }
+                Err(e) => return Err(DatapathError::Load(format!("{e:#}"))),
+            }
+        };
         for name in [names::PROG_XDP, names::PROG_TC] {
             let program = ebpf.program_mut(name).ok_or_else(|| DatapathError::Load(format!("no program {name}")))?;
             let loaded = match program {

@@ -77,16 +77,10 @@ fn read_groups(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
     for (i, item) in items.iter().enumerate() {
         let path = index("SecurityGroups", i);
         let Some(fields) = p.object(&path, item, GROUP_KEYS) else { continue };
-        let id = match field(fields, "GroupId") {
-            None => {
-                p.add(&join(&path, "GroupId"), "missing");
-                None
-            }
-            Some(v) => p.string(&join(&path, "GroupId"), v).map(str::to_owned),
-        };
-        let name = field(fields, "GroupName").and_then(|v| p.string(&join(&path, "GroupName"), v)).map(str::to_owned);
-        let description =
-            field(fields, "Description").and_then(|v| p.string(&join(&path, "Description"), v)).map(str::to_owned);
+        // The same checks as the native reader's, so that what is accepted here converts.
+        let id = native::required_id(p, &path, fields, "GroupId");
+        let name = native::optional_text(p, &path, fields, "GroupName");
+        let description = native::optional_text(p, &path, fields, "Description");
         let mut references = Vec::new();
         let ingress = field(fields, "IpPermissions")
             .map(|v| read_permissions(p, &join(&path, "IpPermissions"), v, &mut references))
@@ -96,7 +90,13 @@ fn read_groups(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
             .map(|v| read_permissions(p, &join(&path, "IpPermissionsEgress"), v, &mut references))
             .unwrap_or_default();
         if let Some(id) = id {
-            out.push(ReadGroup { group: SecurityGroup { id, name, description, ingress, egress }, path, references });
+            let id_path = join(&path, "GroupId");
+            out.push(ReadGroup {
+                group: SecurityGroup { id, name, description, ingress, egress },
+                path,
+                id_path,
+                references,
+            });
         }
     }
     out
@@ -145,9 +145,7 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
                     }
                     continue;
                 };
-                let description = field(efields, "Description")
-                    .and_then(|v| p.string(&join(&epath, "Description"), v))
-                    .map(str::to_owned);
+                let description = native::optional_text(p, &epath, efields, "Description");
                 let peer = match list_key {
                     "IpRanges" | "Ipv6Ranges" => {
                         let Some(net) = native::read_cidr(p, &ipath, text) else { continue };

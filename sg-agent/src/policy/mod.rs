@@ -8,6 +8,8 @@
 pub mod aws;
 pub mod json;
 pub mod native;
+#[cfg(test)]
+mod tests;
 
 use std::{fmt, net::IpAddr};
 
@@ -298,7 +300,9 @@ impl Document {
     }
 }
 
-/// A document that failed validation: every problem, in document order.
+/// A document that failed validation: every problem. Problems within each object come in
+/// document order; problems that span objects (unknown references, duplicate ids, shared
+/// interfaces or addresses) follow them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     pub problems: Vec<Problem>,

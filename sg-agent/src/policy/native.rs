@@ -19,6 +19,8 @@ use super::{
 pub struct ReadGroup {
     pub group: SecurityGroup,
     pub path: String,
+    /// The path of its id (`id` in a native document, `GroupId` in an AWS one).
+    pub id_path: String,
     /// Every group / prefix-list reference in its rules, with the reference's path.
     pub references: Vec<(Peer, String)>,
 }
@@ -91,7 +93,13 @@ pub fn read_groups(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadGroup>
             Some(v) => read_rules(p, &join(&path, "egress"), v, &mut references),
         };
         if let Some(id) = id {
-            out.push(ReadGroup { group: SecurityGroup { id, name, description, ingress, egress }, path, references });
+            let id_path = join(&path, "id");
+            out.push(ReadGroup {
+                group: SecurityGroup { id, name, description, ingress, egress },
+                path,
+                id_path,
+                references,
+            });
         }
     }
     out
@@ -176,7 +184,10 @@ pub fn read_protocol(p: &mut Problems, path: &str, value: &Json) -> Option<Proto
             "icmp" => Some(Protocol::Icmp),
             "icmpv6" => Some(Protocol::Icmpv6),
             "all" | "-1" => Some(Protocol::All),
-            other => other.parse::<u8>().ok().map(Protocol::from_number),
+            other if !other.is_empty() && other.bytes().all(|b| b.is_ascii_digit()) => {
+                other.parse::<u8>().ok().map(Protocol::from_number)
+            }
+            _ => None,
         },
         Json::Number(n) => match n.as_i64() {
             Some(-1) => Some(Protocol::All),
@@ -420,8 +431,10 @@ pub fn valid_interface_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 15 {
         return Err("must be 1 to 15 characters");
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
+    if name == "." || name == ".." {
+        return Err("\".\" and \"..\" are not allowed");
+    }
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
         return Err("must not contain '/', ':' or whitespace");
     }
     Ok(())
@@ -437,7 +450,7 @@ pub fn assemble(
     let mut group_ids: HashMap<&str, &str> = HashMap::new();
     for g in &groups {
         if let Some(first) = group_ids.insert(&g.group.id, &g.path) {
-            p.add(&join(&g.path, "id"), format!("duplicate security group id {:?} (also {first})", g.group.id));
+            p.add(&g.id_path, format!("duplicate security group id {:?} (also {first})", g.group.id));
         }
     }
     let mut list_ids: HashMap<&str, &str> = HashMap::new();
@@ -460,6 +473,7 @@ pub fn assemble(
     }
     let mut instance_ids: HashMap<&str, &str> = HashMap::new();
     let mut interfaces: HashMap<&str, &str> = HashMap::new();
+    let mut addresses: HashMap<IpAddr, &str> = HashMap::new();
     for i in &instances {
         if let Some(first) = instance_ids.insert(&i.instance.id, &i.path) {
             p.add(&join(&i.path, "id"), format!("duplicate instance id {:?} (also {first})", i.instance.id));
@@ -468,6 +482,13 @@ pub fn assemble(
             i.instance.interface.as_ref().and_then(|ifname| Some((ifname, interfaces.insert(ifname, &i.path)?)))
         {
             p.add(&join(&i.path, "interface"), format!("interface {ifname:?} already belongs to {first}"));
+        }
+        // An address is one instance's: group membership and the source/destination check
+        // would be ambiguous otherwise.
+        for (j, addr) in i.instance.addresses.iter().enumerate() {
+            if let Some(first) = addresses.insert(*addr, &i.path) {
+                p.add(&index(&join(&i.path, "addresses"), j), format!("{addr} already belongs to {first}"));
+            }
         }
         for (j, gid) in i.instance.security_groups.iter().enumerate() {
             if !group_exists(gid) {
@@ -496,7 +517,7 @@ pub fn assemble(
     Ok(Document { security_groups, prefix_lists: lists.into_iter().map(|l| l.list).collect(), instances })
 }
 
-fn required_id(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {
+pub(super) fn required_id(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {
     let kpath = join(path, key);
     match field(fields, key) {
         None => {
@@ -514,7 +535,7 @@ fn required_id(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &st
     }
 }
 
-fn optional_text(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {
+pub(super) fn optional_text(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {
     let kpath = join(path, key);
     let s = p.string(&kpath, field(fields, key)?)?;
     if s.len() > limits::TEXT_LEN {

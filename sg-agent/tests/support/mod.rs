@@ -90,3 +90,7 @@ impl Kernel {
         changed[0]
     }
 }
+
+pub fn agent_binary_path() -> &'static str {
+    env!("CARGO_BIN_EXE_sg-agent")
+}

@@ -66,8 +66,19 @@ pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Com
     Ok((doc, compiled))
 }
 
+/// What the last conntrack garbage collection did (shown by `status`).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct GcStats {
+    pub runs: u64,
+    pub last_scanned: usize,
+    pub last_removed: usize,
+    pub last_duration_ms: f64,
+    pub total_removed: u64,
+}
+
 pub struct Agent {
     pub datapath: Datapath,
+    pub gc: Arc<std::sync::Mutex<GcStats>>,
     pub generation: u64,
     pub applied_at: Option<SystemTime>,
     pub document: Option<Document>,
@@ -77,7 +88,7 @@ pub struct Agent {
 impl Agent {
     pub fn new(datapath: Datapath) -> Result<Agent, DatapathError> {
         let generation = datapath.maps.live()?.map_or(0, |l| l.generation);
-        Ok(Agent { datapath, generation, applied_at: None, document: None, compiled: None })
+        Ok(Agent { datapath, gc: Arc::default(), generation, applied_at: None, document: None, compiled: None })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
@@ -176,7 +187,7 @@ pub async fn run(opts: RunOptions) -> u8 {
         }
     };
     let stop_gc = Arc::new(AtomicBool::new(false));
-    let gc = spawn_gc(opts.pins.clone(), opts.gc_interval, stop_gc.clone());
+    let gc = spawn_gc(opts.pins.clone(), opts.gc_interval, stop_gc.clone(), agent.gc.clone());
 
     let (Ok(mut sigterm), Ok(mut sigint), Ok(mut sighup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -260,7 +271,12 @@ pub fn monotonic_ns() -> u64 {
 /// Conntrack garbage collection on its own thread with its own map handles, so a large table
 /// never stalls the control socket. The datapath already ignores expired entries; GC only
 /// frees their slots.
-fn spawn_gc(pins: PinLayout, interval: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn spawn_gc(
+    pins: PinLayout,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    stats: Arc<std::sync::Mutex<GcStats>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut maps = match Maps::from_pins(&pins) {
             Ok(m) => m,
@@ -278,9 +294,20 @@ fn spawn_gc(pins: PinLayout, interval: Duration, stop: Arc<AtomicBool>) -> std::
                 continue;
             }
             waited = Duration::ZERO;
+            let started = std::time::Instant::now();
             match expire_conntrack(&mut maps) {
-                Ok((seen, removed)) if removed > 0 => log::debug!("conntrack GC: {removed} of {seen} entries expired"),
-                Ok(_) => {}
+                Ok((seen, removed)) => {
+                    if removed > 0 {
+                        log::debug!("conntrack GC: {removed} of {seen} entries expired");
+                    }
+                    if let Ok(mut s) = stats.lock() {
+                        s.runs += 1;
+                        s.last_scanned = seen;
+                        s.last_removed = removed;
+                        s.last_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+                        s.total_removed += removed as u64;
+                    }
+                }
                 Err(e) => log::warn!("conntrack GC: {e}"),
             }
         }

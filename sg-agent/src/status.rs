@@ -59,6 +59,8 @@ pub struct ConntrackStatus {
     pub bytes_per_entry: Option<u64>,
     /// Timeouts in force, seconds.
     pub timeouts: Timeouts,
+    /// The running agent's garbage collector.
+    pub gc: Option<crate::agent::GcStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +149,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
                 capacity,
                 memory_bytes,
                 bytes_per_entry: memory_bytes.map(|m| m / u64::from(capacity.max(1))),
+                gc: agent.and_then(|a| a.gc.lock().ok().map(|g| g.clone())),
                 timeouts: Timeouts {
                     tcp_established: s.tcp_established,
                     tcp_syn: s.tcp_syn,

@@ -172,9 +172,17 @@ impl Maps {
         Ok(out)
     }
 
-    /// Every conntrack entry (a snapshot; the datapath keeps changing it).
+    /// Every conntrack entry (a snapshot; the datapath keeps changing it). Read in batches;
+    /// entry by entry on kernels without batch lookups.
     pub fn conntrack_entries(&self) -> Vec<(CtKey, CtEntry)> {
-        self.conntrack.iter().filter_map(Result::ok).collect()
+        use std::os::fd::AsFd as _;
+        let mut out = Vec::new();
+        let batched =
+            super::batch::for_each(self.conntrack.map().fd().as_fd(), |k: &CtKey, v: &CtEntry| out.push((*k, *v)));
+        if batched.is_err() {
+            return self.conntrack.iter().filter_map(Result::ok).collect();
+        }
+        out
     }
 
     pub fn conntrack_capacity(&self) -> u32 {

@@ -2,6 +2,7 @@
 //! them per interface, make compiled policies live, read state back.
 
 pub mod attach;
+pub mod batch;
 pub mod maps;
 pub mod pins;
 pub mod rcu;

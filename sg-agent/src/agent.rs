@@ -47,7 +47,7 @@ impl ApplyError {
 }
 
 /// What `apply` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ApplySummary {
     pub generation: u64,
     pub security_groups: usize,
@@ -56,7 +56,9 @@ pub struct ApplySummary {
     pub local_instances: usize,
     pub peer_entries: usize,
     pub rule_entries: usize,
+    /// Validate + compile + write + swap, in milliseconds.
     pub apply_ms: f64,
+    pub changes: crate::changes::Changes,
 }
 
 /// Validates and compiles a document (the offline half of an apply).
@@ -97,6 +99,8 @@ impl Agent {
         let (doc, compiled) = prepare(document, instances)?;
         let generation = self.generation + 1;
         self.datapath.install(&compiled, generation)?;
+        let previous = self.document.as_ref().zip(self.compiled.as_ref());
+        let changes = crate::changes::diff(previous, &doc, &compiled);
         self.generation = generation;
         self.applied_at = Some(SystemTime::now());
         let summary = ApplySummary {
@@ -108,6 +112,7 @@ impl Agent {
             peer_entries: compiled.peers.len(),
             rule_entries: compiled.rule_entries.len(),
             apply_ms: started.elapsed().as_secs_f64() * 1000.0,
+            changes,
         };
         log::info!(
             "generation {generation} live: {} groups, {} rules, {} local instances ({:.1} ms)",
@@ -119,6 +124,21 @@ impl Agent {
         self.document = Some(doc);
         self.compiled = Some(compiled);
         Ok(summary)
+    }
+
+    /// At start-up: takes over the live generation a previous agent left if the document
+    /// compiles to exactly it (same generation, no swap, tracked flows untouched); otherwise
+    /// applies the document as the next generation.
+    pub fn start(&mut self, document: &str, instances: Option<&str>) -> Result<u64, ApplyError> {
+        let (doc, compiled) = prepare(document, instances)?;
+        if let Some(generation) = self.datapath.adopt(&compiled)? {
+            log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
+            self.generation = generation;
+            self.document = Some(doc);
+            self.compiled = Some(compiled);
+            return Ok(generation);
+        }
+        self.apply(document, instances).map(|s| s.generation)
     }
 
     pub fn status(&self) -> Result<status::Status, DatapathError> {
@@ -175,7 +195,7 @@ pub async fn run(opts: RunOptions) -> u8 {
             return 1;
         }
     };
-    if let Err(e) = agent.apply(&document, instances.as_deref()) {
+    if let Err(e) = agent.start(&document, instances.as_deref()) {
         eprintln!("error: {e}");
         return e.exit_code();
     }

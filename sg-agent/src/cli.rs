@@ -82,6 +82,9 @@ pub enum Command {
         file: PathBuf,
         #[arg(long)]
         instances: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         location: Location,
     },
@@ -255,7 +258,7 @@ async fn dispatch(command: Command) -> u8 {
                 }
             }
         }
-        Command::Apply { file, instances, location } => {
+        Command::Apply { file, instances, json, location } => {
             let (document, instances_text) = match read_pair(&file, instances.as_deref()) {
                 Ok(x) => x,
                 Err(code) => return code,
@@ -267,12 +270,24 @@ async fn dispatch(command: Command) -> u8 {
             }
             let request = Request::Apply { document, instances: instances_text };
             match call(&location.socket, &request).await {
-                Ok(r) if r.exit_code == 0 => {
-                    let g = r.data.get("generation").and_then(serde_json::Value::as_u64).unwrap_or(0);
-                    println!("generation {g} live");
-                    println!("{}", serde_json::to_string_pretty(&r.data).unwrap_or_default());
-                    0
-                }
+                Ok(r) if r.exit_code == 0 => match serde_json::from_value::<agent::ApplySummary>(r.data.clone()) {
+                    Ok(_) if json => {
+                        println!("{}", serde_json::to_string_pretty(&r.data).unwrap_or_default());
+                        0
+                    }
+                    Ok(s) => {
+                        println!(
+                            "generation {} live ({:.1} ms): {} groups, {} rules, {} instances ({} here)",
+                            s.generation, s.apply_ms, s.security_groups, s.rules, s.instances, s.local_instances
+                        );
+                        println!("{}", s.changes);
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("error: unexpected answer from the agent: {e}");
+                        1
+                    }
+                },
                 Ok(r) => report(&r),
                 Err(code) => code,
             }

@@ -223,6 +223,16 @@ pub struct Agent {
     pub log: PathBuf,
     // Keep the bpffs mounted as long as the agent lives.
     pub bpffs: Option<Bpffs>,
+    /// Whether `Drop` removes `dir` (not after `crash`, which hands it on).
+    keep_dir: bool,
+}
+
+/// What a crashed agent leaves: its pinned state (still enforcing) and its directory, for a
+/// new agent to pick up.
+pub struct Remains {
+    pub bpffs: Bpffs,
+    pub dir: PathBuf,
+    pub policy: PathBuf,
 }
 
 impl Agent {
@@ -271,6 +281,7 @@ impl Agent {
             dir: dir.to_path_buf(),
             log,
             bpffs: Some(bpffs),
+            keep_dir: false,
         };
         agent.wait_ready();
         agent
@@ -282,7 +293,13 @@ impl Agent {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("sg-agent exited ({status}) before it was ready:\n{}", self.log_text());
             }
-            if self.socket.exists() && self.cli(&["status", "--json"]).status.success() {
+            // Ready means this agent answers on its socket (status also succeeds from the pins
+            // a previous agent left, before this one listens).
+            let out = self.cli(&["status", "--json"]);
+            let answering = out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|s| s["agent_running"] == serde_json::Value::Bool(true));
+            if answering {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -341,6 +358,20 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    /// `kill -9`: the agent dies without any clean-up; its pins keep enforcing.
+    pub fn crash(mut self) -> Remains {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        self.keep_dir = true;
+        let bpffs = self.bpffs.take().expect("bpffs");
+        Remains { bpffs, dir: self.dir.clone(), policy: self.dir.join("policy.json") }
+    }
+
+    /// Starts a new agent on what a crashed one left.
+    pub fn restart(binary: &Path, node: &Netns, remains: Remains, extra: &[&str]) -> Agent {
+        Self::start_with(binary, node, &remains.policy, remains.bpffs, &remains.dir, extra)
+    }
+
     /// Stops the agent with SIGTERM and waits; enforcement stays (SPEC §4).
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
@@ -364,7 +395,9 @@ impl Drop for Agent {
         }
         // Unmounting the bpffs drops any pins left (and with them the links).
         self.bpffs.take();
-        let _ = fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -88,8 +88,15 @@ pub fn attach_xdp(
     pin: &Path,
     choice: XdpModeChoice,
 ) -> Result<XdpAttached, DatapathError> {
-    if let Ok(pinned) = PinnedLink::from_pin(pin) {
+    let pinned = PinnedLink::from_pin(pin);
+    if let Err(e) = &pinned {
+        log::debug!("{interface}: no pinned XDP link at {}: {e}", pin.display());
+    }
+    if let Ok(pinned) = pinned {
         let link = XdpLink::try_from(FdLink::from(pinned));
+        if let Err(e) = &link {
+            log::info!("{interface}: pinned XDP link is not an XDP link ({e}); attaching anew");
+        }
         if let Ok(link) = link {
             match prog.attach_to_link(link) {
                 Ok(id) => {

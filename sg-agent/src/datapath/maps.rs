@@ -133,6 +133,50 @@ impl Maps {
         Ok(slot)
     }
 
+    /// Whether `slot` holds exactly the entries `compiled` (with `ifindexes`) would write.
+    pub fn slot_holds(&self, slot: u32, compiled: &Compiled, ifindexes: &[u32]) -> Result<bool, DatapathError> {
+        use std::collections::HashSet;
+        let want_ifaces: HashSet<(IfaceKey, IfaceConfig)> = compiled
+            .ifaces
+            .iter()
+            .zip(ifindexes)
+            .map(|(i, ifindex)| (IfaceKey { slot, ifindex: *ifindex }, i.config))
+            .collect();
+        let have_ifaces: HashSet<(IfaceKey, IfaceConfig)> =
+            self.ifaces.iter().filter_map(Result::ok).filter(|(k, _)| k.slot == slot).collect();
+        if want_ifaces != have_ifaces {
+            return Ok(false);
+        }
+        let want_own: HashSet<OwnAddrKey> = compiled.own_addrs.iter().map(|k| OwnAddrKey { slot, ..*k }).collect();
+        let have_own: HashSet<OwnAddrKey> =
+            self.own_addrs.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
+        if want_own != have_own {
+            return Ok(false);
+        }
+        let want_peers: HashSet<(u32, PeerKey, u32)> =
+            compiled.peers.iter().map(|p| (p.prefix_len, PeerKey { slot, ..p.key }, p.class)).collect();
+        let have_peers: HashSet<(u32, PeerKey, u32)> = self
+            .peers
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.data().slot == slot)
+            .map(|(k, v)| (k.prefix_len(), k.data(), v))
+            .collect();
+        if want_peers != have_peers {
+            return Ok(false);
+        }
+        let want_rules: HashSet<(u32, RuleKey, RuleMatch)> =
+            compiled.rule_entries.iter().map(|r| (r.prefix_len, RuleKey { slot, ..r.key }, r.value)).collect();
+        let have_rules: HashSet<(u32, RuleKey, RuleMatch)> = self
+            .rules
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.data().slot == slot)
+            .map(|(k, v)| (k.prefix_len(), k.data(), v))
+            .collect();
+        Ok(want_rules == have_rules)
+    }
+
     /// Removes every entry of `slot` from the policy maps.
     fn clear_slot(&mut self, slot: u32) -> Result<(), DatapathError> {
         let stale: Vec<IfaceKey> = self.ifaces.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();

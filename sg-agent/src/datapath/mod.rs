@@ -166,15 +166,39 @@ impl Datapath {
     /// 3. write the idle slot, flip, wait for RCU;
     /// 4. detach interfaces the document no longer has.
     pub fn install(&mut self, compiled: &Compiled, generation: u64) -> Result<(), DatapathError> {
-        let mut ifindexes = Vec::with_capacity(compiled.ifaces.len());
-        for iface in &compiled.ifaces {
-            ifindexes
-                .push(ifindex(&iface.interface).ok_or_else(|| DatapathError::NoInterface(iface.interface.clone()))?);
+        let ifindexes = resolve(compiled)?;
+        let newly = self.attach_missing(compiled, &ifindexes)?;
+        if let Err(e) = self.maps.install(compiled, &ifindexes, generation, &self.barrier) {
+            for name in newly {
+                self.detach(&name);
+            }
+            return Err(e);
         }
+        self.detach_stale(compiled);
+        Ok(())
+    }
+
+    /// At start-up: if the live generation (left by a previous agent) is exactly what
+    /// `compiled` would write, take it over as it is — same generation, no swap — attaching
+    /// (or adopting the pinned links of) its interfaces. Returns the adopted generation, or
+    /// `None` if the live state differs (or there is none) and a normal install is needed.
+    pub fn adopt(&mut self, compiled: &Compiled) -> Result<Option<u64>, DatapathError> {
+        let Some(live) = self.maps.live()? else { return Ok(None) };
+        let Ok(ifindexes) = resolve(compiled) else { return Ok(None) };
+        if !self.maps.slot_holds(live.slot, compiled, &ifindexes)? {
+            return Ok(None);
+        }
+        self.attach_missing(compiled, &ifindexes)?;
+        self.detach_stale(compiled);
+        Ok(Some(live.generation))
+    }
+
+    /// Attaches to every interface of `compiled` not attached yet; on failure detaches what it
+    /// attached (never half-protected). Returns the newly attached interfaces.
+    fn attach_missing(&mut self, compiled: &Compiled, ifindexes: &[u32]) -> Result<Vec<String>, DatapathError> {
         let mut newly = Vec::new();
-        for (iface, index) in compiled.ifaces.iter().zip(&ifindexes) {
-            let current = self.attached.get(&iface.interface);
-            if current.is_some_and(|a| a.ifindex == *index) {
+        for (iface, index) in compiled.ifaces.iter().zip(ifindexes) {
+            if self.attached.get(&iface.interface).is_some_and(|a| a.ifindex == *index) {
                 continue;
             }
             match self.attach(&iface.interface, *index) {
@@ -190,19 +214,17 @@ impl Datapath {
                 }
             }
         }
-        if let Err(e) = self.maps.install(compiled, &ifindexes, generation, &self.barrier) {
-            for name in newly {
-                self.detach(&name);
-            }
-            return Err(e);
-        }
+        Ok(newly)
+    }
+
+    /// Detaches interfaces (ours, or pinned by an earlier agent) that `compiled` no longer has.
+    fn detach_stale(&mut self, compiled: &Compiled) {
         let keep: Vec<&str> = compiled.ifaces.iter().map(|i| i.interface.as_str()).collect();
         let stale: Vec<String> = self.attached.keys().filter(|k| !keep.contains(&k.as_str())).cloned().collect();
         for name in stale {
             self.detach(&name);
         }
         self.detach_orphaned_pins(&keep);
-        Ok(())
     }
 
     /// Makes `compiled` live for the given interface indexes without attaching anything: for
@@ -268,6 +290,15 @@ impl Datapath {
             }
         }
     }
+}
+
+/// The interface index of every compiled interface; a missing one fails the apply.
+fn resolve(compiled: &Compiled) -> Result<Vec<u32>, DatapathError> {
+    compiled
+        .ifaces
+        .iter()
+        .map(|i| ifindex(&i.interface).ok_or_else(|| DatapathError::NoInterface(i.interface.clone())))
+        .collect()
 }
 
 /// The verifier's log is long; its last lines say what went wrong.

@@ -94,3 +94,8 @@ impl Kernel {
 pub fn agent_binary_path() -> &'static str {
     env!("CARGO_BIN_EXE_sg-agent")
 }
+
+/// Restarts an agent (built for these tests) on what a crashed one left.
+pub fn restart_agent(node: &Netns, remains: Remains, extra: &[&str]) -> Agent {
+    Agent::restart(Path::new(env!("CARGO_BIN_EXE_sg-agent")), node, remains, extra)
+}

@@ -359,8 +359,17 @@ impl Agent {
     }
 
     /// `kill -9`: the agent dies without any clean-up; its pins keep enforcing.
-    pub fn crash(mut self) -> Remains {
-        self.signal(libc::SIGKILL);
+    pub fn crash(self) -> Remains {
+        self.end_with(libc::SIGKILL)
+    }
+
+    /// SIGTERM: the agent stops; its pins keep enforcing, handed on for a new agent.
+    pub fn stop_and_hand_over(self) -> Remains {
+        self.end_with(libc::SIGTERM)
+    }
+
+    fn end_with(mut self, signal: i32) -> Remains {
+        self.signal(signal);
         let _ = self.child.wait();
         self.keep_dir = true;
         let bpffs = self.bpffs.take().expect("bpffs");

@@ -251,3 +251,31 @@ fn sighup_rereads_the_policy_file() {
     assert_eq!(agent.status()["generation"], 2);
     assert!(tcp_ok(&topo.host("veth-b").ns, v4(web), 8080));
 }
+
+#[test]
+fn a_layout_change_takes_over_enforcement_from_the_older_layout() {
+    if !privileged() {
+        return;
+    }
+    let topo = web_and_two_clients();
+    let agent = start_agent(&topo.node, WEB, &[]);
+    let (web, a, b) = (topo.host("veth-web"), topo.host("veth-a"), topo.host("veth-b"));
+    let _s = TcpServer::start(&web.ns, v4(web), 8080);
+    let pins = agent.pins.clone();
+    let remains = agent.stop_and_hand_over();
+    // Pretend the state was pinned by an agent of an older layout version.
+    std::fs::rename(pins.join("v1"), pins.join("v0")).unwrap();
+    assert!(!tcp_ok(&b.ns, v4(web), 8080), "the older layout's programs keep enforcing");
+    assert!(tcp_ok(&a.ns, v4(web), 8080));
+
+    let agent = restart_agent(&topo.node, remains, &[]);
+    assert!(agent.log_text().contains("from an older layout"), "{}", agent.log_text());
+    let status = agent.status();
+    assert_eq!(status["interfaces"][0]["xdp"], "adopted", "the old links were taken over, not doubled: {status}");
+    assert_eq!(status["interfaces"][0]["tc"], "adopted");
+    assert!(!pins.join("v0").exists(), "the older layout's state is removed once taken over");
+    assert!(!tcp_ok(&b.ns, v4(web), 8080), "still enforcing");
+    assert!(tcp_ok(&a.ns, v4(web), 8080));
+    let link = must(&["ip", "-n", &topo.node.name, "-d", "link", "show", "veth-web"]);
+    assert_eq!(link.matches("prog/xdp").count(), 1, "one XDP program on the interface: {link}");
+}

@@ -117,6 +117,9 @@ impl Datapath {
         for dir in [pins.maps(), pins.links()] {
             std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Io(dir.clone(), e))?;
         }
+        // A layout change: an older agent's links keep enforcing with its programs and maps;
+        // move their pins into this layout so that attaching takes them over atomically.
+        pins::adopt_older_links(&pins);
         // The conntrack table is preallocated (entries never fail to allocate under load); if
         // the memory is not there, take the largest power-of-two fraction that is, and say so.
         let mut conntrack_max = options.conntrack_max;
@@ -167,14 +170,20 @@ impl Datapath {
     /// 4. detach interfaces the document no longer has.
     pub fn install(&mut self, compiled: &Compiled, generation: u64) -> Result<(), DatapathError> {
         let ifindexes = resolve(compiled)?;
-        let newly = self.attach_missing(compiled, &ifindexes)?;
+        // Interfaces nobody filters yet: attach now (fail closed until the flip).
+        let newly = self.attach_missing(compiled, &ifindexes, |pins, iface| !pins.has_links(iface))?;
         if let Err(e) = self.maps.install(compiled, &ifindexes, generation, &self.barrier) {
             for name in newly {
                 self.detach(&name);
             }
             return Err(e);
         }
+        // Interfaces whose pinned links an earlier agent left: take them over only now, so the
+        // new programs never run before their maps hold the policy (an older layout's links run
+        // programs on that layout's maps until this atomic replacement).
+        self.attach_missing(compiled, &ifindexes, |_, _| true)?;
         self.detach_stale(compiled);
+        self.remove_old_layouts();
         Ok(())
     }
 
@@ -188,17 +197,36 @@ impl Datapath {
         if !self.maps.slot_holds(live.slot, compiled, &ifindexes)? {
             return Ok(None);
         }
-        self.attach_missing(compiled, &ifindexes)?;
+        self.attach_missing(compiled, &ifindexes, |_, _| true)?;
         self.detach_stale(compiled);
+        self.remove_old_layouts();
         Ok(Some(live.generation))
+    }
+
+    /// After a layout change: the older layouts' links have been taken over (see `load`), so
+    /// their maps are unreferenced once unpinned. Removes those directories.
+    fn remove_old_layouts(&self) {
+        for dir in pins::other_layouts(&self.pins) {
+            log::info!("removing the pinned state of an older layout: {}", dir.display());
+            if let Err(e) = remove_tree(&dir) {
+                log::warn!("removing {}: {e}", dir.display());
+            }
+        }
     }
 
     /// Attaches to every interface of `compiled` not attached yet; on failure detaches what it
     /// attached (never half-protected). Returns the newly attached interfaces.
-    fn attach_missing(&mut self, compiled: &Compiled, ifindexes: &[u32]) -> Result<Vec<String>, DatapathError> {
+    fn attach_missing(
+        &mut self,
+        compiled: &Compiled,
+        ifindexes: &[u32],
+        now: impl Fn(&PinLayout, &str) -> bool,
+    ) -> Result<Vec<String>, DatapathError> {
         let mut newly = Vec::new();
         for (iface, index) in compiled.ifaces.iter().zip(ifindexes) {
-            if self.attached.get(&iface.interface).is_some_and(|a| a.ifindex == *index) {
+            if self.attached.get(&iface.interface).is_some_and(|a| a.ifindex == *index)
+                || !now(&self.pins, &iface.interface)
+            {
                 continue;
             }
             match self.attach(&iface.interface, *index) {

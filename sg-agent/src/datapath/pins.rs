@@ -58,6 +58,50 @@ impl PinLayout {
     }
 }
 
+impl PinLayout {
+    /// Whether an earlier agent pinned links for `interface` in this layout.
+    pub fn has_links(&self, interface: &str) -> bool {
+        self.xdp_link(interface).exists() || self.tc_link(interface).exists()
+    }
+}
+
+/// Directories of other layout versions under the pin root.
+pub fn other_layouts(pins: &PinLayout) -> Vec<PathBuf> {
+    let current = pins.versioned();
+    let Ok(entries) = std::fs::read_dir(pins.root()) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| *p != current)
+        .filter(|p| {
+            let version = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix('v'));
+            version.is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
+}
+
+/// Moves the link pins of older layouts into this layout's link directory (bpffs renames within
+/// one mount), so the normal adoption path replaces their programs atomically. The older
+/// layout's maps stay pinned — the old programs still use them — until the takeover is done.
+/// Conntrack entries of another layout cannot be read with this layout's types: flows the rules
+/// still allow are picked up again by their next packet; tracked flows whose rule is gone are
+/// not carried over (a layout change that must keep them ships a conversion for that version).
+pub fn adopt_older_links(pins: &PinLayout) {
+    for dir in other_layouts(pins) {
+        let Ok(entries) = std::fs::read_dir(dir.join("links")) else { continue };
+        for entry in entries.flatten() {
+            let target = pins.links().join(entry.file_name());
+            if target.exists() {
+                continue;
+            }
+            match std::fs::rename(entry.path(), &target) {
+                Ok(()) => log::info!("taking over {} from an older layout", entry.path().display()),
+                Err(e) => log::warn!("cannot take over {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
 /// Whether `path` (or, if it does not exist yet, its nearest existing ancestor) is on bpffs.
 pub fn on_bpffs(path: &Path) -> bool {
     let mut probe = Some(path);

@@ -19,7 +19,7 @@ fi
 
 # --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use.
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool
-              iproute2 iputils-ping netcat-openbsd nftables procps)
+              iproute2 iputils-ping netcat-openbsd nftables procps fonts-dejavu-core)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -7,6 +7,7 @@
 //! same verdict run on the host (for `explain` and tests).
 
 pub mod agent;
+pub mod bench;
 pub mod changes;
 pub mod cli;
 pub mod compile;

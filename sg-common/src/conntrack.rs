@@ -166,8 +166,17 @@ pub enum Tracked {
 
 /// Advances the entry for a packet of its flow seen at `hook`.
 #[inline(always)]
-pub fn track(entry: &mut CtEntry, pkt: &Packet, hook: Hook, now_ns: u64, s: &Settings) -> Tracked {
-    if is_expired(entry, pkt.proto, s, now_ns) {
+///
+/// `settings` is only called when the entry was last refreshed in an earlier second: one
+/// refreshed this second cannot have expired, and most packets of a busy flow skip the lookup.
+pub fn track<'s>(
+    entry: &mut CtEntry,
+    pkt: &Packet,
+    hook: Hook,
+    now_ns: u64,
+    settings: impl FnOnce() -> &'s Settings,
+) -> Tracked {
+    if entry.last_seen != seconds(now_ns) && is_expired(entry, pkt.proto, settings(), now_ns) {
         return Tracked::New;
     }
     let from_origin = origin(entry) as u8 == hook as u8;

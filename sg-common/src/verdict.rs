@@ -230,7 +230,7 @@ fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packe
     let mut tracked_rule = NO_RULE;
     let tracked = dp.ct_track(&key, |entry| {
         tracked_rule = if entry.rule == CT_RULE_UNKNOWN { NO_RULE } else { u32::from(entry.rule) };
-        conntrack::track(entry, pkt, hook, now_ns, dp.settings())
+        conntrack::track(entry, pkt, hook, now_ns, || dp.settings())
     });
     if tracked == Some(Tracked::Pass) {
         return Verdict::by_rule(Reason::AllowedTracked, tracked_rule);

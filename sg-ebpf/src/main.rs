@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use sg_common::{
-    packet::{Frame, PacketView, parse_frame},
+    packet::{Frame, Packet, PacketView, parse_frame},
     verdict::{Hook, Reason, Verdict, judge},
 };
 
@@ -52,6 +52,18 @@ pub fn sg_tc(ctx: TcContext) -> i32 {
         TC_ACT_UNSPEC
     } else {
         TC_ACT_SHOT as i32
+    }
+}
+
+/// Benchmark baseline, never attached: the same parser and nothing else (no map lookups, no
+/// verdict), so that `cargo xtask bench` can put the cost of judging in proportion.
+#[xdp]
+pub fn sg_bench_parse(ctx: XdpContext) -> u32 {
+    let view = CtxView::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
+    let mut pkt = Packet::default();
+    match parse_frame(&view, &mut pkt) {
+        Frame::Ip | Frame::AddressResolution => xdp_action::XDP_PASS,
+        Frame::NonIp | Frame::Malformed => xdp_action::XDP_DROP,
     }
 }
 

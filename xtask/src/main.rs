@@ -34,6 +34,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks (root): writes docs/benchmarks.md, docs/benchmarks.png, bench/results.json.
+    Bench {
+        /// Arguments for the runner: --quick, --rounds N, --no-e2e.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up, then run every test as root (privileged tests must run, not skip).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -69,6 +75,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let status = Command::new(&agent).args(&args).status().context("running sg-agent")?;
                 Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
             }
+        }
+        Task::Bench { args } => {
+            require_root("benchmarks load BPF programs and create network namespaces")?;
+            setup()?;
+            cargo(&["build", "--release", "--package", "sg-agent", "--bins"])?;
+            let target = workspace_root().join("target/release");
+            let status = Command::new(target.join("sg-bench"))
+                .arg("--out")
+                .arg(workspace_root())
+                .arg("--agent")
+                .arg(target.join("sg-agent"))
+                .args(&args)
+                .status()
+                .context("running sg-bench")?;
+            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Task::Test { args } => {
             require_root("the privileged tests load BPF programs and create network namespaces")?;

@@ -266,6 +266,19 @@ impl Datapath {
         self.maps.install(compiled, ifindexes, generation, &self.barrier).map(|_| ())
     }
 
+    /// Loads the parse-only baseline program (benchmarks) and returns it.
+    pub fn bench_parse_program(&mut self) -> Result<&Xdp, DatapathError> {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(names::PROG_BENCH_PARSE)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| DatapathError::Load("baseline program missing".into()))?;
+        if xdp.fd().is_err() {
+            xdp.load().map_err(|e| DatapathError::Load(format!("{}: {e}", names::PROG_BENCH_PARSE)))?;
+        }
+        Ok(xdp)
+    }
+
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
     pub fn xdp_program(&self) -> Option<&Xdp> {
         self.ebpf.program(names::PROG_XDP).and_then(|p| p.try_into().ok())

@@ -1,0 +1,70 @@
+//! Conntrack: kernel memory of a 1M-flow table, and the garbage collector's cost per entry.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use sg_common::maps::{CtEntry, CtKey};
+
+use super::Stats;
+use crate::{agent::expire_conntrack, datapath::Datapath};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConntrackResult {
+    pub capacity: u32,
+    pub memory_bytes: u64,
+    pub bytes_per_entry: f64,
+    /// GC over a table of `gc_entries`, half of them expired: ns per entry scanned.
+    pub gc_entries: usize,
+    pub gc_ns_per_entry_half_expired: Stats,
+    /// GC over the same table with nothing expired (the steady state): ns per entry.
+    pub gc_ns_per_entry_none_expired: Stats,
+}
+
+fn fill(dp: &mut Datapath, n: usize, expired_every: usize) {
+    let now = sg_common::conntrack::seconds(crate::agent::monotonic_ns());
+    for i in 0..n {
+        let mut key = CtKey {
+            ifindex: 1,
+            family: 4,
+            proto: 17,
+            far_port: (i % 60_000) as u16,
+            near_port: 53,
+            ..CtKey::default()
+        };
+        key.far_addr[..4].copy_from_slice(&(0x0a00_0000u32 + i as u32).to_be_bytes());
+        let expired = expired_every != 0 && i % expired_every == 0;
+        let entry =
+            CtEntry { last_seen: if expired { now.saturating_sub(31) } else { now }, rule: 0, state: 0, flags: 0 };
+        let _ = dp.maps.conntrack.insert(key, entry, 0);
+    }
+}
+
+pub fn run(dp: &mut Datapath, gc_entries: usize, rounds: usize, log: &dyn Fn(&str)) -> ConntrackResult {
+    let capacity = dp.maps.conntrack_capacity();
+    let memory_bytes = dp.maps.conntrack_memory_bytes().unwrap_or(0);
+    let mut half = Vec::new();
+    let mut none = Vec::new();
+    for round in 0..rounds {
+        log(&format!("conntrack GC round {}/{rounds}", round + 1));
+        fill(dp, gc_entries, 0);
+        let started = Instant::now();
+        let _ = expire_conntrack(&mut dp.maps);
+        none.push(started.elapsed().as_nanos() as f64 / gc_entries as f64);
+        fill(dp, gc_entries, 2);
+        let started = Instant::now();
+        let _ = expire_conntrack(&mut dp.maps);
+        half.push(started.elapsed().as_nanos() as f64 / gc_entries as f64);
+        let keys: Vec<CtKey> = dp.maps.conntrack_entries().into_iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let _ = dp.maps.conntrack.remove(&k);
+        }
+    }
+    ConntrackResult {
+        capacity,
+        memory_bytes,
+        bytes_per_entry: memory_bytes as f64 / f64::from(capacity.max(1)),
+        gc_entries,
+        gc_ns_per_entry_half_expired: Stats::of(&half),
+        gc_ns_per_entry_none_expired: Stats::of(&none),
+    }
+}

@@ -1,0 +1,98 @@
+//! The benchmark runner behind `cargo xtask bench` (root). Writes `bench/results.json`,
+//! `docs/benchmarks.md` and `docs/benchmarks.png` under `--out` (the workspace).
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use sg_agent::{
+    bench::{apply, conntrack, e2e, kernel, report},
+    datapath::{Datapath, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
+    lab::Bpffs,
+};
+
+#[derive(Parser)]
+struct Args {
+    /// Workspace root to write bench/ and docs/ into.
+    #[arg(long)]
+    out: PathBuf,
+    /// The agent binary (for the end-to-end runs).
+    #[arg(long)]
+    agent: PathBuf,
+    /// Rounds per figure.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Fewer rounds and shorter runs (a smoke test of the benchmark itself).
+    #[arg(long)]
+    quick: bool,
+    /// Skip the end-to-end veth runs (minutes).
+    #[arg(long)]
+    no_e2e: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let log = |m: &str| eprintln!("bench: {m}");
+    let rounds = if args.quick { 2 } else { args.rounds };
+    let rule_counts = [10usize, 100, 1_000, 10_000];
+
+    let bpffs = Bpffs::new();
+    let options = LoadOptions { conntrack_max: 1 << 20, xdp_mode: XdpModeChoice::Auto, tc_mode: TcModeChoice::Auto };
+    let mut dp = match Datapath::load(PinLayout::new(bpffs.pin_path()), options) {
+        Ok(dp) => dp,
+        Err(e) => {
+            eprintln!("bench: loading the programs: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let kernel = kernel::run(&mut dp, &rule_counts, rounds, &log);
+    let apply = apply::run(&mut dp, 10_000, rounds, &log);
+    let conntrack = Some(conntrack::run(&mut dp, if args.quick { 20_000 } else { 250_000 }, rounds.min(3), &log));
+    drop(dp);
+    drop(bpffs);
+    let e2e = if args.no_e2e {
+        Vec::new()
+    } else {
+        let duration = Duration::from_millis(if args.quick { 300 } else { 1000 });
+        e2e::run(&args.agent, &[10, 1_000, 10_000], if args.quick { 1 } else { rounds.min(3) }, duration, &log)
+    };
+    let targets = report::targets(&kernel, &apply, conntrack.as_ref(), &e2e);
+    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let results = report::Results {
+        environment: report::Environment {
+            kernel: kernel_release,
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            date,
+            rounds,
+        },
+        kernel,
+        apply,
+        conntrack,
+        e2e,
+        targets,
+    };
+    let bench_dir = args.out.join("bench");
+    let docs_dir = args.out.join("docs");
+    let _ = std::fs::create_dir_all(&bench_dir);
+    let _ = std::fs::create_dir_all(&docs_dir);
+    let json = serde_json::to_string_pretty(&results).unwrap_or_default();
+    let md = report::markdown(&results);
+    let wrote = std::fs::write(bench_dir.join("results.json"), json)
+        .and_then(|()| std::fs::write(docs_dir.join("benchmarks.md"), &md));
+    if let Err(e) = wrote {
+        eprintln!("bench: writing results: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    if let Err(e) = report::plot(&results, &docs_dir.join("benchmarks.png")) {
+        eprintln!("bench: plot: {e}");
+    }
+    for t in &results.targets {
+        println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
+    }
+    std::process::ExitCode::SUCCESS
+}

@@ -316,9 +316,12 @@ fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], out: &mu
     // per family: the untracked flag of a rule whose peer has prefixes of both families (a
     // prefix list, a group) depends on the packet's family (`0.0.0.0/0` vs `::/0`).
     let mut classes: HashMap<(u8, Vec<usize>), u32> = HashMap::new();
+    // Only the prefix lengths the table uses can hold ancestors: a handful, not 33 or 129.
+    let lengths: BTreeSet<(bool, u8)> = by_prefix.keys().map(|n| (n.addr().is_ipv4(), n.prefix_len())).collect();
     for net in by_prefix.keys() {
         let mut reach: BTreeSet<usize> = BTreeSet::new();
-        for len in 0..=net.prefix_len() {
+        let candidates = lengths.iter().filter(|(v4, len)| *v4 == net.addr().is_ipv4() && *len <= net.prefix_len());
+        for &(_, len) in candidates {
             let ancestor = IpNet::new(net.addr(), len).map(|n| n.trunc());
             if let Some(rs) = ancestor.ok().and_then(|a| by_prefix.get(&a)) {
                 reach.extend(rs.iter().copied());

@@ -52,3 +52,43 @@ pub fn for_each<K: Pod + Default, V: Pod + Default>(fd: BorrowedFd<'_>, mut f: i
         first = false;
     }
 }
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// One batch command over `keys` (and `values` for updates), in chunks.
+fn batch_command<K: Pod, V: Pod>(
+    cmd: libc::c_long,
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: Option<&[V]>,
+) -> io::Result<()> {
+    for (i, chunk) in keys.chunks(CHUNK).enumerate() {
+        let values_ptr = values.map_or(0, |v| v.get(i * CHUNK..).map_or(0, |v| v.as_ptr() as u64));
+        let mut attr = [0u64; 8];
+        attr[2] = chunk.as_ptr() as u64;
+        attr[3] = values_ptr;
+        attr[4] = chunk.len() as u64 | (u64::from(fd.as_raw_fd() as u32) << 32);
+        // SAFETY: a valid `union bpf_attr` for the batch command; `chunk` holds `len` keys of
+        // the map's key type and `values` (for updates) at least as many values.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(&attr) as u32) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Inserts or replaces `keys[i] → values[i]` with one syscall per few thousand entries
+/// (`BPF_MAP_UPDATE_BATCH`, kernel 5.6+).
+pub fn update<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
+    if keys.len() != values.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "as many values as keys"));
+    }
+    batch_command(BPF_MAP_UPDATE_BATCH, fd, keys, Some(values))
+}
+
+/// Deletes `keys` (`BPF_MAP_DELETE_BATCH`); every key must exist.
+pub fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
+    batch_command::<K, u8>(BPF_MAP_DELETE_BATCH, fd, keys, None)
+}

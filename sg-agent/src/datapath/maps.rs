@@ -1,7 +1,10 @@
 //! Typed handles on the pinned maps, from a freshly loaded object or from bpffs pins, and the
 //! policy swap: fill the idle slot, flip `SG_ACTIVE` with one update, wait for RCU.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap, HashSet},
+    sync::Arc,
+};
 
 use aya::{
     Ebpf,
@@ -28,6 +31,95 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub counters: PerCpuArray<MapData, Counter>,
     pub settings: Array<MapData, Settings>,
+    /// What each policy slot holds, when this agent wrote it (`None` after a restart: then it
+    /// is read back from the maps once).
+    known: [Option<SlotContents>; 2],
+    /// The RCU grace period started at the last flip.
+    pending_barrier: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Deletes `gone` and writes `keys → values` in an LPM trie, in batches where the kernel can,
+/// entry by entry where it cannot.
+fn write_batches<K: aya::Pod, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, K, V>,
+    name: &str,
+    gone: &[Key<K>],
+    keys: &[Key<K>],
+    values: &[V],
+) -> Result<(), DatapathError> {
+    use std::os::fd::AsFd as _;
+    let fd = trie.map().fd().as_fd();
+    if super::batch::delete(fd, gone).is_err() {
+        for k in gone {
+            // A key already gone (partial batch) is fine.
+            let _ = trie.remove(k);
+        }
+    }
+    let fd = trie.map().fd().as_fd();
+    if super::batch::update(fd, keys, values).is_err() {
+        for (k, v) in keys.iter().zip(values) {
+            trie.insert(k, v, 0).map_err(|e| map_error(name, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The entries of one policy slot, without the slot number: what `install` diffs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SlotContents {
+    ifaces: StdHashMap<u32, IfaceConfig>,
+    own: HashSet<OwnAddrKey>,
+    peers: StdHashMap<(u32, PeerKey), u32>,
+    rules: StdHashMap<(u32, RuleKey), RuleMatch>,
+}
+
+impl SlotContents {
+    fn of(compiled: &Compiled, ifindexes: &[u32]) -> SlotContents {
+        SlotContents {
+            ifaces: compiled.ifaces.iter().zip(ifindexes).map(|(i, ifindex)| (*ifindex, i.config)).collect(),
+            own: compiled.own_addrs.iter().map(|k| OwnAddrKey { slot: 0, ..*k }).collect(),
+            peers: compiled.peers.iter().map(|p| ((p.prefix_len, PeerKey { slot: 0, ..p.key }), p.class)).collect(),
+            rules: compiled
+                .rule_entries
+                .iter()
+                .map(|r| ((r.prefix_len, RuleKey { slot: 0, ..r.key }), r.value))
+                .collect(),
+        }
+    }
+
+    /// Reads a slot back from the maps (one pass over each).
+    fn read(maps: &Maps, slot: u32) -> SlotContents {
+        SlotContents {
+            ifaces: maps
+                .ifaces
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k.slot == slot)
+                .map(|(k, v)| (k.ifindex, v))
+                .collect(),
+            own: maps
+                .own_addrs
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.slot == slot)
+                .map(|k| OwnAddrKey { slot: 0, ..k })
+                .collect(),
+            peers: maps
+                .peers
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k.data().slot == slot)
+                .map(|(k, v)| ((k.prefix_len(), PeerKey { slot: 0, ..k.data() }), v))
+                .collect(),
+            rules: maps
+                .rules
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k.data().slot == slot)
+                .map(|(k, v)| ((k.prefix_len(), RuleKey { slot: 0, ..k.data() }), v))
+                .collect(),
+        }
+    }
 }
 
 fn map_error(name: &str, error: MapError) -> DatapathError {
@@ -64,6 +156,8 @@ impl Maps {
             conntrack: take(ebpf, names::CONNTRACK)?,
             counters: take(ebpf, names::COUNTERS)?,
             settings: take(ebpf, names::SETTINGS)?,
+            known: [None, None],
+            pending_barrier: None,
         })
     }
 
@@ -78,6 +172,8 @@ impl Maps {
             conntrack: open(pins, names::CONNTRACK)?,
             counters: open(pins, names::COUNTERS)?,
             settings: open(pins, names::SETTINGS)?,
+            known: [None, None],
+            pending_barrier: None,
         })
     }
 
@@ -95,109 +191,115 @@ impl Maps {
         self.settings.get(&0, 0).map_err(|e| map_error(names::SETTINGS, e))
     }
 
-    /// Makes `compiled` live as `generation`: writes every entry into the slot no packet reads,
-    /// flips `SG_ACTIVE` to it (the one update that changes what packets see), then waits for
-    /// an RCU grace period so that no program run still reads the previous slot when this
-    /// returns. `ifindexes[i]` is the interface index of `compiled.ifaces[i]`.
+    /// Makes `compiled` live as `generation`: writes its entries into the slot no packet reads,
+    /// then flips `SG_ACTIVE` to it — the one update that changes what packets see. Returns as
+    /// soon as the flip is done (the new generation is live).
+    ///
+    /// A packet that read the old slot number just before the flip may still be looking up
+    /// old-slot entries, so the old slot must not be rewritten until an RCU grace period has
+    /// passed. That wait starts in the background at the flip, and the next install waits for
+    /// it before touching the slot (normally long finished by then).
+    ///
+    /// Only the difference between what the idle slot holds (the generation before the live
+    /// one) and `compiled` is written: a membership change is a handful of map updates, not a
+    /// rewrite of every rule. `ifindexes[i]` is the interface index of `compiled.ifaces[i]`.
     pub fn install(
         &mut self,
         compiled: &Compiled,
         ifindexes: &[u32],
         generation: u64,
-        barrier: &RcuBarrier,
+        barrier: &Arc<RcuBarrier>,
     ) -> Result<u32, DatapathError> {
+        if let Some(pending) = self.pending_barrier.take() {
+            pending
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("RCU barrier thread panicked")))
+                .map_err(DatapathError::RcuBarrier)?;
+        }
         let slot = match self.live()? {
             Some(live) => 1 - (live.slot & 1),
             None => 0,
         };
-        self.clear_slot(slot)?;
-        for (iface, ifindex) in compiled.ifaces.iter().zip(ifindexes) {
-            self.ifaces
-                .insert(IfaceKey { slot, ifindex: *ifindex }, iface.config, 0)
-                .map_err(|e| map_error(names::IFACES, e))?;
-        }
-        for key in &compiled.own_addrs {
-            self.own_addrs.insert(OwnAddrKey { slot, ..*key }, 1, 0).map_err(|e| map_error(names::OWN_ADDRS, e))?;
-        }
-        for p in &compiled.peers {
-            let key = Key::new(p.prefix_len, PeerKey { slot, ..p.key });
-            self.peers.insert(&key, p.class, 0).map_err(|e| map_error(names::PEERS, e))?;
-        }
-        for r in &compiled.rule_entries {
-            let key = Key::new(r.prefix_len, RuleKey { slot, ..r.key });
-            self.rules.insert(&key, r.value, 0).map_err(|e| map_error(names::RULES, e))?;
-        }
+        let old = match self.known.get_mut(slot as usize).and_then(Option::take) {
+            Some(known) => known,
+            None => SlotContents::read(self, slot),
+        };
+        let new = SlotContents::of(compiled, ifindexes);
+        // Whatever happens below, the slot's contents are no longer known for sure.
+        self.write_diff(slot, &old, &new)?;
         let active = ActivePolicy { slot, valid: 1, generation };
         self.active.set(0, active, 0).map_err(|e| map_error(names::ACTIVE, e))?;
-        barrier.wait().map_err(DatapathError::RcuBarrier)?;
+        if let Some(known) = self.known.get_mut(slot as usize) {
+            *known = Some(new);
+        }
+        let barrier = Arc::clone(barrier);
+        self.pending_barrier = Some(std::thread::spawn(move || barrier.wait()));
         Ok(slot)
+    }
+
+    /// Waits for the RCU grace period after the last flip (tests that inspect the old slot,
+    /// shutdown).
+    pub fn settle(&mut self) -> Result<(), DatapathError> {
+        match self.pending_barrier.take() {
+            Some(pending) => pending
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("RCU barrier thread panicked")))
+                .map_err(DatapathError::RcuBarrier),
+            None => Ok(()),
+        }
+    }
+
+    fn write_diff(&mut self, slot: u32, old: &SlotContents, new: &SlotContents) -> Result<(), DatapathError> {
+        for ifindex in old.ifaces.keys().filter(|k| !new.ifaces.contains_key(k)) {
+            self.ifaces.remove(&IfaceKey { slot, ifindex: *ifindex }).map_err(|e| map_error(names::IFACES, e))?;
+        }
+        for (ifindex, cfg) in &new.ifaces {
+            if old.ifaces.get(ifindex) != Some(cfg) {
+                self.ifaces
+                    .insert(IfaceKey { slot, ifindex: *ifindex }, cfg, 0)
+                    .map_err(|e| map_error(names::IFACES, e))?;
+            }
+        }
+        for key in old.own.difference(&new.own) {
+            self.own_addrs.remove(&OwnAddrKey { slot, ..*key }).map_err(|e| map_error(names::OWN_ADDRS, e))?;
+        }
+        for key in new.own.difference(&old.own) {
+            self.own_addrs.insert(OwnAddrKey { slot, ..*key }, 1, 0).map_err(|e| map_error(names::OWN_ADDRS, e))?;
+        }
+        // Peers and rules are the bulk (tens of thousands of entries for a large policy):
+        // written in batches, one syscall per few thousand entries.
+        let gone: Vec<Key<PeerKey>> = old
+            .peers
+            .keys()
+            .filter(|k| !new.peers.contains_key(k))
+            .map(|(len, key)| Key::new(*len, PeerKey { slot, ..*key }))
+            .collect();
+        let (keys, values): (Vec<Key<PeerKey>>, Vec<u32>) = new
+            .peers
+            .iter()
+            .filter(|(k, v)| old.peers.get(k) != Some(v))
+            .map(|((len, key), class)| (Key::new(*len, PeerKey { slot, ..*key }), *class))
+            .unzip();
+        write_batches(&mut self.peers, names::PEERS, &gone, &keys, &values)?;
+        let gone: Vec<Key<RuleKey>> = old
+            .rules
+            .keys()
+            .filter(|k| !new.rules.contains_key(k))
+            .map(|(len, key)| Key::new(*len, RuleKey { slot, ..*key }))
+            .collect();
+        let (keys, values): (Vec<Key<RuleKey>>, Vec<RuleMatch>) = new
+            .rules
+            .iter()
+            .filter(|(k, v)| old.rules.get(k) != Some(v))
+            .map(|((len, key), value)| (Key::new(*len, RuleKey { slot, ..*key }), *value))
+            .unzip();
+        write_batches(&mut self.rules, names::RULES, &gone, &keys, &values)?;
+        Ok(())
     }
 
     /// Whether `slot` holds exactly the entries `compiled` (with `ifindexes`) would write.
     pub fn slot_holds(&self, slot: u32, compiled: &Compiled, ifindexes: &[u32]) -> Result<bool, DatapathError> {
-        use std::collections::HashSet;
-        let want_ifaces: HashSet<(IfaceKey, IfaceConfig)> = compiled
-            .ifaces
-            .iter()
-            .zip(ifindexes)
-            .map(|(i, ifindex)| (IfaceKey { slot, ifindex: *ifindex }, i.config))
-            .collect();
-        let have_ifaces: HashSet<(IfaceKey, IfaceConfig)> =
-            self.ifaces.iter().filter_map(Result::ok).filter(|(k, _)| k.slot == slot).collect();
-        if want_ifaces != have_ifaces {
-            return Ok(false);
-        }
-        let want_own: HashSet<OwnAddrKey> = compiled.own_addrs.iter().map(|k| OwnAddrKey { slot, ..*k }).collect();
-        let have_own: HashSet<OwnAddrKey> =
-            self.own_addrs.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
-        if want_own != have_own {
-            return Ok(false);
-        }
-        let want_peers: HashSet<(u32, PeerKey, u32)> =
-            compiled.peers.iter().map(|p| (p.prefix_len, PeerKey { slot, ..p.key }, p.class)).collect();
-        let have_peers: HashSet<(u32, PeerKey, u32)> = self
-            .peers
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, _)| k.data().slot == slot)
-            .map(|(k, v)| (k.prefix_len(), k.data(), v))
-            .collect();
-        if want_peers != have_peers {
-            return Ok(false);
-        }
-        let want_rules: HashSet<(u32, RuleKey, RuleMatch)> =
-            compiled.rule_entries.iter().map(|r| (r.prefix_len, RuleKey { slot, ..r.key }, r.value)).collect();
-        let have_rules: HashSet<(u32, RuleKey, RuleMatch)> = self
-            .rules
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, _)| k.data().slot == slot)
-            .map(|(k, v)| (k.prefix_len(), k.data(), v))
-            .collect();
-        Ok(want_rules == have_rules)
-    }
-
-    /// Removes every entry of `slot` from the policy maps.
-    fn clear_slot(&mut self, slot: u32) -> Result<(), DatapathError> {
-        let stale: Vec<IfaceKey> = self.ifaces.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
-        for k in stale {
-            self.ifaces.remove(&k).map_err(|e| map_error(names::IFACES, e))?;
-        }
-        let stale: Vec<OwnAddrKey> = self.own_addrs.keys().filter_map(Result::ok).filter(|k| k.slot == slot).collect();
-        for k in stale {
-            self.own_addrs.remove(&k).map_err(|e| map_error(names::OWN_ADDRS, e))?;
-        }
-        let stale: Vec<Key<PeerKey>> =
-            self.peers.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
-        for k in stale {
-            self.peers.remove(&k).map_err(|e| map_error(names::PEERS, e))?;
-        }
-        let stale: Vec<Key<RuleKey>> =
-            self.rules.keys().filter_map(Result::ok).filter(|k| k.data().slot == slot).collect();
-        for k in stale {
-            self.rules.remove(&k).map_err(|e| map_error(names::RULES, e))?;
-        }
-        Ok(())
+        Ok(SlotContents::read(self, slot) == SlotContents::of(compiled, ifindexes))
     }
 
     /// Packets and bytes per verdict reason, summed over CPUs.

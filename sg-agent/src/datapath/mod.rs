@@ -90,7 +90,7 @@ pub struct Datapath {
     pins: PinLayout,
     ebpf: Ebpf,
     pub maps: Maps,
-    barrier: RcuBarrier,
+    barrier: std::sync::Arc<RcuBarrier>,
     options: LoadOptions,
     /// Interfaces this agent attached or adopted, by name.
     pub attached: BTreeMap<String, Attachment>,
@@ -151,7 +151,7 @@ impl Datapath {
             loaded.map_err(|e| DatapathError::Load(format!("{name}: {}", verifier_message(&e))))?;
         }
         let maps = Maps::from_ebpf(&mut ebpf)?;
-        let barrier = RcuBarrier::new().map_err(DatapathError::RcuBarrier)?;
+        let barrier = std::sync::Arc::new(RcuBarrier::new().map_err(DatapathError::RcuBarrier)?);
         Ok(Datapath { pins, ebpf, maps, barrier, options, attached: BTreeMap::new() })
     }
 

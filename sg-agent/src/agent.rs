@@ -85,12 +85,33 @@ pub struct Agent {
     pub applied_at: Option<SystemTime>,
     pub document: Option<Document>,
     pub compiled: Option<Compiled>,
+    /// Names for flow-log records, kept current with the live generation.
+    pub names: crate::flows::SharedNames,
+}
+
+/// A rule and its hits, for `status --rules`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RuleHits {
+    pub group: String,
+    /// `ingress[0]`: the rule's place in its group.
+    pub rule_id: String,
+    pub rule: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl Agent {
     pub fn new(datapath: Datapath) -> Result<Agent, DatapathError> {
         let generation = datapath.maps.live()?.map_or(0, |l| l.generation);
-        Ok(Agent { datapath, gc: Arc::default(), generation, applied_at: None, document: None, compiled: None })
+        Ok(Agent {
+            datapath,
+            gc: Arc::default(),
+            generation,
+            applied_at: None,
+            document: None,
+            compiled: None,
+            names: Arc::default(),
+        })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
@@ -123,7 +144,48 @@ impl Agent {
         );
         self.document = Some(doc);
         self.compiled = Some(compiled);
+        self.after_change();
         Ok(summary)
+    }
+
+    /// Bookkeeping once a generation is live: flow-log names, and the hit counters of rules the
+    /// policy no longer has (an unchanged rule keeps its counter).
+    fn after_change(&mut self) {
+        let Some(compiled) = &self.compiled else { return };
+        let keep: std::collections::HashSet<u64> =
+            compiled.rules.iter().map(crate::compile::RuleRef::counter_id).collect();
+        self.datapath.maps.prune_rule_counters(&keep);
+        if let Ok(mut names) = self.names.lock() {
+            names.rules = crate::flows::rule_names(compiled);
+            names.interfaces = compiled
+                .ifaces
+                .iter()
+                .filter_map(|i| {
+                    let ifindex = self.datapath.attached.get(&i.interface)?.ifindex;
+                    Some((ifindex, (i.interface.clone(), Some(i.instance.clone()))))
+                })
+                .collect();
+        }
+    }
+
+    /// Every rule of the live policy with its hits.
+    pub fn rule_hits(&self) -> Vec<RuleHits> {
+        let Some(compiled) = &self.compiled else { return Vec::new() };
+        let hits = self.datapath.maps.rule_hits();
+        compiled
+            .rules
+            .iter()
+            .map(|r| {
+                let c = hits.get(&r.counter_id()).copied().unwrap_or_default();
+                RuleHits {
+                    group: r.group.clone(),
+                    rule_id: format!("{}[{}]", r.direction.name(), r.rule_index),
+                    rule: r.to_string(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                }
+            })
+            .collect()
     }
 
     /// At start-up: takes over the live generation a previous agent left if the document
@@ -136,6 +198,7 @@ impl Agent {
             self.generation = generation;
             self.document = Some(doc);
             self.compiled = Some(compiled);
+            self.after_change();
             return Ok(generation);
         }
         self.apply(document, instances).map(|s| s.generation)
@@ -156,6 +219,10 @@ pub struct RunOptions {
     pub load: LoadOptions,
     pub settings: Settings,
     pub gc_interval: Duration,
+    /// Flow-log aggregation window.
+    pub flow_window: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn read_inputs(policy: &Path, instances: Option<&Path>) -> Result<(String, Option<String>), ApplyError> {
@@ -206,6 +273,29 @@ pub async fn run(opts: RunOptions) -> u8 {
             return 1;
         }
     };
+    let flow_tx = agent.datapath.flow_maps.take().and_then(|(ring, config)| {
+        let counters = Maps::from_pins(&opts.pins).ok();
+        let skipped = move || counters.as_ref().map_or(0, Maps::flow_events_skipped);
+        match crate::flows::FlowLogger::start(ring, config, agent.names.clone(), skipped, opts.flow_window) {
+            Ok(logger) => Some(logger.tx),
+            Err(e) => {
+                log::warn!("flow logs unavailable: {e}");
+                None
+            }
+        }
+    });
+    if let Some(addr) = opts.metrics {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                log::info!("metrics on http://{addr}/metrics");
+                tokio::spawn(crate::metrics::serve(listener, opts.pins.clone()));
+            }
+            Err(e) => {
+                eprintln!("error: metrics address {addr}: {e}");
+                return 1;
+            }
+        }
+    }
     let stop_gc = Arc::new(AtomicBool::new(false));
     let gc = spawn_gc(opts.pins.clone(), opts.gc_interval, stop_gc.clone(), agent.gc.clone());
 
@@ -235,6 +325,12 @@ pub async fn run(opts: RunOptions) -> u8 {
                 let (response, stop) = match request {
                     Err(_) => (Response::error(2, "request timed out"), false),
                     Ok(Err(bad)) => (bad, false),
+                    Ok(Ok(Request::Flows)) if flow_tx.is_some() => {
+                        if let Some(tx) = &flow_tx {
+                            tokio::spawn(stream_flows(stream, tx.subscribe()));
+                        }
+                        continue;
+                    }
                     Ok(Ok(request)) => handle(&mut agent, request),
                 };
                 if let Err(e) = control::write_response(&mut stream, &response).await {
@@ -256,6 +352,8 @@ pub async fn run(opts: RunOptions) -> u8 {
 /// Handles one control request; the flag says whether the agent should stop.
 fn handle(agent: &mut Agent, request: Request) -> (Response, bool) {
     match request {
+        Request::Rules => (Response::ok(serde_json::to_value(agent.rule_hits()).unwrap_or_default()), false),
+        Request::Flows => (Response::error(1, "flow logs are not available in this agent"), false),
         Request::Status => match agent.status() {
             Ok(s) => (Response::ok(serde_json::to_value(s).unwrap_or_default()), false),
             Err(e) => (Response::error(1, e.to_string()), false),
@@ -277,6 +375,36 @@ fn handle(agent: &mut Agent, request: Request) -> (Response, bool) {
             Ok(detached) => (Response::ok(serde_json::json!({ "detached": detached })), true),
             Err(e) => (Response::error(1, e.to_string()), false),
         },
+    }
+}
+
+/// Streams flow-log records to a `sg-agent flows` client: a first line saying it starts, then
+/// one JSON record per line, until the client goes away. A slow client that falls behind misses
+/// windows (the channel is bounded) rather than holding memory.
+async fn stream_flows(
+    mut stream: BufReader<tokio::net::UnixStream>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<Vec<crate::flows::FlowRecord>>>,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let hello = serde_json::to_vec(&Response::ok(serde_json::json!({ "streaming": "flows" }))).unwrap_or_default();
+    if stream.get_mut().write_all(&hello).await.is_err() || stream.get_mut().write_all(b"\n").await.is_err() {
+        return;
+    }
+    loop {
+        let batch = match rx.recv().await {
+            Ok(batch) => batch,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let mut bytes = Vec::new();
+        for record in batch.iter() {
+            if serde_json::to_writer(&mut bytes, record).is_ok() {
+                bytes.push(b'\n');
+            }
+        }
+        if stream.get_mut().write_all(&bytes).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -76,6 +76,12 @@ pub enum Command {
         /// Seconds between conntrack garbage collections.
         #[arg(long, default_value_t = 10)]
         gc_interval: u64,
+        /// Flow-log aggregation window, seconds.
+        #[arg(long, default_value_t = 10)]
+        flow_window: u64,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101). Off by default.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Hand a new document to the running agent; prints the new generation.
     Apply {
@@ -98,6 +104,10 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Every rule of the live policy with its hits (packets the rule admitted when
+        /// evaluated: the first packet of each tracked flow, every packet of untracked flows).
+        #[arg(long)]
+        rules: bool,
         #[command(flatten)]
         location: Location,
     },
@@ -131,6 +141,18 @@ pub enum Command {
         #[command(flatten)]
         location: Location,
     },
+    /// Stream flow-log records (VPC Flow Logs fields, plus instance, group and rule), one
+    /// aggregation window at a time, until interrupted.
+    Flows {
+        /// json: one JSON object per line; text: the space-separated default format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: FlowFormat,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<usize>,
+        #[command(flatten)]
+        location: Location,
+    },
     /// Inspect or cut tracked flows.
     Conntrack {
         #[command(subcommand)]
@@ -148,6 +170,12 @@ pub enum Command {
         #[arg(long)]
         instances: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowFormat {
+    Json,
+    Text,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,7 +243,18 @@ fn read_pair(file: &Path, instances: Option<&Path>) -> Result<(String, Option<St
 
 async fn dispatch(command: Command) -> u8 {
     match command {
-        Command::Run { policy, instances, location, conntrack_max, timeouts, xdp_mode, tc_mode, gc_interval } => {
+        Command::Run {
+            policy,
+            instances,
+            location,
+            conntrack_max,
+            timeouts,
+            xdp_mode,
+            tc_mode,
+            gc_interval,
+            flow_window,
+            metrics,
+        } => {
             let settings = Settings {
                 tcp_established: timeouts.tcp_established_timeout,
                 udp: timeouts.udp_timeout,
@@ -230,6 +269,8 @@ async fn dispatch(command: Command) -> u8 {
                 load: LoadOptions { conntrack_max, xdp_mode, tc_mode },
                 settings,
                 gc_interval: Duration::from_secs(gc_interval.max(1)),
+                flow_window: Duration::from_secs(flow_window.max(1)),
+                metrics,
             })
             .await
         }
@@ -292,7 +333,9 @@ async fn dispatch(command: Command) -> u8 {
                 Err(code) => code,
             }
         }
-        Command::Status { json, location } => status_command(&location, json).await,
+        Command::Status { json, rules: true, location } => rules_command(&location, json).await,
+        Command::Status { json, rules: false, location } => status_command(&location, json).await,
+        Command::Flows { format, count, location } => flows_command(&location, format, count).await,
         Command::Conntrack { action } => conntrack_command(action).await,
         Command::Explain {
             instance,
@@ -437,6 +480,73 @@ async fn status_command(location: &Location, json: bool) -> u8 {
         print!("{}", status::format_human(&status));
     }
     if status.enforcing { 0 } else { 1 }
+}
+
+async fn rules_command(location: &Location, json: bool) -> u8 {
+    let r = match call(&location.socket, &Request::Rules).await {
+        Ok(r) if r.exit_code == 0 => r,
+        Ok(r) => return report(&r),
+        Err(code) => return code,
+    };
+    let Ok(rules) = serde_json::from_value::<Vec<agent::RuleHits>>(r.data) else {
+        eprintln!("error: unexpected answer from the agent");
+        return 1;
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rules).unwrap_or_default());
+    } else {
+        println!("{:<20} {:<14} {:>12} {:>14}  rule", "group", "rule", "packets", "bytes");
+        for r in &rules {
+            println!("{:<20} {:<14} {:>12} {:>14}  {}", r.group, r.rule_id, r.packets, r.bytes, r.rule);
+        }
+    }
+    0
+}
+
+async fn flows_command(location: &Location, format: FlowFormat, count: Option<usize>) -> u8 {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let stream = match tokio::net::UnixStream::connect(&location.socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot reach the agent at {}: {e}", location.socket.display());
+            return 1;
+        }
+    };
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut request = serde_json::to_vec(&Request::Flows).unwrap_or_default();
+    request.push(b'\n');
+    if stream.get_mut().write_all(&request).await.is_err() {
+        eprintln!("error: the agent went away");
+        return 1;
+    }
+    let mut lines = stream.lines();
+    match lines.next_line().await {
+        Ok(Some(first)) => match serde_json::from_str::<Response>(&first) {
+            Ok(r) if r.exit_code == 0 => {}
+            Ok(r) => return report(&r),
+            Err(e) => {
+                eprintln!("error: unexpected answer from the agent: {e}");
+                return 1;
+            }
+        },
+        _ => {
+            eprintln!("error: the agent closed the stream");
+            return 1;
+        }
+    }
+    let mut printed = 0usize;
+    while count.is_none_or(|c| printed < c) {
+        let Ok(Some(line)) = lines.next_line().await else { return 1 };
+        match format {
+            FlowFormat::Json => println!("{line}"),
+            FlowFormat::Text => match serde_json::from_str::<crate::flows::FlowRecord>(&line) {
+                Ok(record) => println!("{}", record.default_format()),
+                Err(_) => continue,
+            },
+        }
+        printed += 1;
+    }
+    0
 }
 
 /// Interface → instance names, from the running agent (empty if none answers).

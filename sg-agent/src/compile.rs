@@ -44,6 +44,19 @@ pub struct RuleRef {
     pub peer: Peer,
 }
 
+impl RuleRef {
+    /// The rule's hit-counter key: FNV-1a of what the rule says (not of its position), so a
+    /// rule that stays the same keeps its counter across documents and restarts.
+    pub fn counter_id(&self) -> u64 {
+        let text =
+            format!("{}\0{}\0{}\0{}\0{}", self.group, self.direction.name(), self.protocol, self.ports, self.peer);
+        let hash =
+            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        // 0 means "no rule" to the datapath.
+        hash.max(1)
+    }
+}
+
 impl std::fmt::Display for RuleRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -101,6 +114,7 @@ pub struct Compiled {
 pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
     let mut out = Compiled::default();
     let flat = flatten(doc, &mut out.rules);
+    let counters: Vec<u64> = out.rules.iter().map(RuleRef::counter_id).collect();
 
     // Group sets of local instances → tables.
     let mut set_ids: HashMap<Vec<usize>, u32> = HashMap::new();
@@ -139,7 +153,7 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
             };
             let (rules, others) = (rules_of(direction), rules_of(direction.opposite()));
             let first_entry = out.rule_entries.len();
-            compile_table(table, &rules, &others, &mut out);
+            compile_table(table, &rules, &others, &counters, &mut out);
             if out.rule_entries.iter().skip(first_entry).any(|e| e.value.flags & RULE_UNTRACKED != 0) {
                 untracked_tables.insert(table);
             }
@@ -300,7 +314,7 @@ fn allows_all_responses(rules: &[&FlatRule], proto: u8, family: u8) -> bool {
     })
 }
 
-fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], out: &mut Compiled) {
+fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], counters: &[u64], out: &mut Compiled) {
     // SPEC §3 untracked flows: per family and protocol, does the other direction allow every
     // response?
     let responses_allowed = |proto: u8, family: u8| allows_all_responses(others, proto, family);
@@ -331,7 +345,7 @@ fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], out: &mu
         let (family, addr) = addr_key(net);
         let next_class = classes.len() as u32;
         let class = *classes.entry((family, reach.clone())).or_insert_with(|| {
-            emit_class_rules(table, next_class, family, &reach, rules, &responses_allowed, out);
+            emit_class_rules(table, next_class, family, &reach, rules, &responses_allowed, counters, out);
             next_class
         });
         out.peers.push(PeerEntry {
@@ -349,6 +363,7 @@ struct SegmentValue {
     untracked: bool,
 }
 
+#[expect(clippy::too_many_arguments, reason = "one step of compile_table, sharing its state")]
 fn emit_class_rules(
     table: u32,
     class: u32,
@@ -356,8 +371,10 @@ fn emit_class_rules(
     reach: &[usize],
     rules: &[&FlatRule],
     responses_allowed: &dyn Fn(u8, u8) -> bool,
+    counters: &[u64],
     out: &mut Compiled,
 ) {
+    let counter_of = |id: u32| counters.get(id as usize).copied().unwrap_or(1);
     let reached: Vec<&FlatRule> = reach.iter().filter_map(|&i| rules.get(i).copied()).collect();
     let all_rules: Vec<&&FlatRule> = reached.iter().filter(|r| r.protocol == Protocol::All).collect();
     let mut protos: BTreeSet<u8> = reached.iter().filter_map(|r| r.protocol.number()).collect();
@@ -370,7 +387,7 @@ fn emit_class_rules(
         out.rule_entries.push(RuleEntry {
             key: RuleKey { slot: 0, table, class, proto: 0, port: [0; 2], _pad: 0 },
             prefix_len: RULE_KEY_FIXED_BITS,
-            value: RuleMatch { rule: first, flags: 0 },
+            value: RuleMatch { rule: first, flags: 0, counter: counter_of(first) },
         });
     }
     for proto in protos {
@@ -390,7 +407,11 @@ fn emit_class_rules(
                 out.rule_entries.push(RuleEntry {
                     key: RuleKey { slot: 0, table, class, proto, port: prefix.value.to_be_bytes(), _pad: 0 },
                     prefix_len: rule_key_bits(u32::from(prefix.bits)),
-                    value: RuleMatch { rule: value.rule, flags: if value.untracked { RULE_UNTRACKED } else { 0 } },
+                    value: RuleMatch {
+                        rule: value.rule,
+                        flags: if value.untracked { RULE_UNTRACKED } else { 0 },
+                        counter: counter_of(value.rule),
+                    },
                 });
             }
         }

@@ -28,6 +28,10 @@ pub const MAX_REQUEST_BYTES: usize = limits::DOCUMENT_BYTES * 2 + 4096;
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Every rule of the live policy with its hits.
+    Rules,
+    /// Stream flow-log records (JSON lines) until the client disconnects.
+    Flows,
     /// A new document: native JSON, or AWS JSON with a native `instances` document.
     Apply {
         document: String,

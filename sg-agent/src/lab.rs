@@ -804,3 +804,32 @@ pub fn bulk_send_ok(ns: &Netns, addr: IpAddr, port: u16, bytes: usize, within: D
         s.read_to_string(&mut answer).is_ok() && answer.trim() == bytes.to_string()
     })
 }
+
+/// Sends `count` datagrams of `payload` bytes from `ns`, source port `sport`, to `addr:port`,
+/// each waiting for its echo; returns how many echoes came back.
+pub fn udp_exchange(ns: &Netns, sport: u16, addr: IpAddr, port: u16, count: usize, payload: usize) -> usize {
+    ns.run(move || {
+        let bind: SocketAddr =
+            if addr.is_ipv4() { SocketAddr::from(([0, 0, 0, 0], sport)) } else { SocketAddr::from(([0u16; 8], sport)) };
+        let socket = UdpSocket::bind(bind).expect("bind");
+        socket.set_read_timeout(Some(SHORT)).expect("timeout");
+        let data = vec![0x42u8; payload];
+        let mut buf = vec![0u8; payload + 16];
+        (0..count)
+            .filter(|_| {
+                socket.send_to(&data, SocketAddr::new(addr, port)).is_ok() && socket.recv_from(&mut buf).is_ok()
+            })
+            .count()
+    })
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned()))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

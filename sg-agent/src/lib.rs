@@ -16,6 +16,8 @@ pub mod control;
 pub mod datapath;
 pub mod emulator;
 pub mod explain;
+pub mod flows;
 pub mod lab;
+pub mod metrics;
 pub mod policy;
 pub mod status;

@@ -29,6 +29,9 @@ pub mod names {
     pub const FRAGMENTS: &str = "SG_FRAGMENTS";
     pub const COUNTERS: &str = "SG_COUNTERS";
     pub const SETTINGS: &str = "SG_SETTINGS";
+    pub const RULE_COUNTERS: &str = "SG_RULE_COUNTERS";
+    pub const FLOW_EVENTS: &str = "SG_FLOW_EVENTS";
+    pub const FLOW_CONFIG: &str = "SG_FLOW_CONFIG";
     /// Program names.
     pub const PROG_XDP: &str = "sg_xdp";
     pub const PROG_TC: &str = "sg_tc";
@@ -51,6 +54,10 @@ pub mod capacity {
     pub const CONNTRACK_DEFAULT: u32 = 1 << 20;
     /// IPv4/IPv6 fragment trains being reassembled somewhere downstream at once.
     pub const FRAGMENTS: u32 = 16_384;
+    /// Rules with hit counters (counters of rules gone from the policy are removed by the agent).
+    pub const RULE_COUNTERS: u32 = 262_144;
+    /// Flow-log ring buffer, bytes (a power of two): about 18,000 events.
+    pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 }
 
 /// `SG_ACTIVE[0]`: which slot of the policy maps is live, and its generation number.
@@ -188,8 +195,12 @@ pub const RULE_UNTRACKED: u32 = 1 << 0;
 pub struct RuleMatch {
     pub rule: u32,
     pub flags: u32,
+    /// Key of the rule's hit counter in `SG_RULE_COUNTERS`: a hash of what the rule says (group,
+    /// direction, protocol, ports, peer), so an unchanged rule keeps its counter across policy
+    /// swaps and agent restarts.
+    pub counter: u64,
 }
-const _: () = assert!(size_of::<RuleMatch>() == 8);
+const _: () = assert!(size_of::<RuleMatch>() == 16);
 
 /// `SG_CONNTRACK` key: one flow as seen on one interface.
 ///
@@ -326,6 +337,46 @@ impl Default for Settings {
     }
 }
 
+/// `SG_FLOW_CONFIG[0]`: flow logging. Off (0) unless a `sg-agent flows` reader is attached, so
+/// the datapath pays nothing for it otherwise.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Events per second per CPU (a token bucket); 0 = off.
+    pub events_per_sec: u32,
+    pub _pad: u32,
+    /// Per-CPU bucket state, kept in the same per-CPU array slot: tokens left, and when it was
+    /// last refilled (ns).
+    pub tokens: u64,
+    pub refilled_ns: u64,
+}
+const _: () = assert!(size_of::<FlowConfig>() == 24);
+
+/// One judged packet, for flow logs (`SG_FLOW_EVENTS` ring buffer).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub ifindex: u32,
+    /// Frame length.
+    pub bytes: u32,
+    /// Index of the allowing rule in its generation, or `u32::MAX`.
+    pub rule: u32,
+    pub family: u8,
+    pub proto: u8,
+    /// Non-zero if the packet passed.
+    pub pass: u8,
+    /// [`crate::verdict::Reason`].
+    pub reason: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// [`crate::verdict::Hook`]: 0 received, 1 transmitted.
+    pub hook: u8,
+    pub _pad: [u8; 3],
+    pub src: Addr,
+    pub dst: Addr,
+}
+const _: () = assert!(size_of::<FlowEvent>() == 56);
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -344,4 +395,6 @@ mod pod {
     unsafe impl aya::Pod for FragVerdict {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for FlowConfig {}
+    unsafe impl aya::Pod for FlowEvent {}
 }

@@ -95,6 +95,10 @@ pub enum Reason {
 
 pub const NUM_REASONS: u32 = 16;
 
+/// `SG_COUNTERS` slot after the verdict reasons: flow-log events not emitted because the
+/// per-CPU budget was spent (a flood), reported as the records' `SKIPDATA`.
+pub const COUNTER_FLOW_EVENTS_SKIPPED: u32 = 15;
+
 impl Reason {
     pub const ALL: [Reason; 15] = [
         Reason::AllowedByRule,
@@ -159,6 +163,9 @@ pub struct Verdict {
     pub rule: u32,
     /// Whether the packet passes. Equal to `reason.passes()` except in audit mode.
     pub pass: bool,
+    /// The evaluated rule's hit counter (`RuleMatch::counter`); 0 if no rule was evaluated
+    /// (tracked packets do not hit rules).
+    pub counter: u64,
 }
 
 pub const NO_RULE: u32 = u32::MAX;
@@ -166,11 +173,15 @@ pub const NO_RULE: u32 = u32::MAX;
 impl Verdict {
     #[inline(always)]
     pub const fn of(reason: Reason) -> Verdict {
-        Verdict { reason, rule: NO_RULE, pass: reason.passes() }
+        Verdict { reason, rule: NO_RULE, pass: reason.passes(), counter: 0 }
     }
     #[inline(always)]
-    const fn by_rule(reason: Reason, rule: u32) -> Verdict {
-        Verdict { reason, rule, pass: reason.passes() }
+    const fn tracked(rule: u32) -> Verdict {
+        Verdict { reason: Reason::AllowedTracked, rule, pass: true, counter: 0 }
+    }
+    #[inline(always)]
+    const fn by_rule(reason: Reason, rule: &RuleMatch) -> Verdict {
+        Verdict { reason, rule: rule.rule, pass: reason.passes(), counter: rule.counter }
     }
 }
 
@@ -233,7 +244,7 @@ fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packe
         conntrack::track(entry, pkt, hook, now_ns, || dp.settings())
     });
     if tracked == Some(Tracked::Pass) {
-        return Verdict::by_rule(Reason::AllowedTracked, tracked_rule);
+        return Verdict::tracked(tracked_rule);
     }
 
     let Some(active) = dp.active() else {
@@ -248,7 +259,7 @@ fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packe
     };
     let verdict = judge_by_policy(dp, slot, &cfg, ifindex, hook, pkt, &key, now_ns);
     if !verdict.pass && cfg.flags & IFACE_AUDIT != 0 {
-        return Verdict { reason: Reason::AuditWouldDrop, rule: NO_RULE, pass: true };
+        return Verdict { reason: Reason::AuditWouldDrop, rule: NO_RULE, pass: true, counter: 0 };
     }
     verdict
 }
@@ -293,7 +304,7 @@ fn judge_by_policy<D: Datapath>(
     };
     let tcp_or_udp = pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP;
     if tcp_or_udp && rule.flags & RULE_UNTRACKED != 0 {
-        return Verdict::by_rule(Reason::AllowedUntracked, rule.rule);
+        return Verdict::by_rule(Reason::AllowedUntracked, &rule);
     }
     // The reply of an untracked flow of the other direction makes no entry either (SPEC §3).
     // It is one if the reversed packet would be allowed untracked by the other direction's
@@ -305,14 +316,14 @@ fn judge_by_policy<D: Datapath>(
     if tcp_or_udp && other_may_untrack {
         let reverse = lookup_rule(dp, slot, other_table, pkt.family, pkt.proto, pkt.sport, peer);
         if reverse.is_some_and(|r| r.flags & RULE_UNTRACKED != 0) {
-            return Verdict::by_rule(Reason::AllowedUntracked, rule.rule);
+            return Verdict::by_rule(Reason::AllowedUntracked, &rule);
         }
     }
     let entry = conntrack::new_entry(pkt, hook, rule.rule, now_ns);
     if !dp.ct_insert(key, &entry) {
         return Verdict::of(Reason::DroppedConntrackFull);
     }
-    Verdict::by_rule(Reason::AllowedByRule, rule.rule)
+    Verdict::by_rule(Reason::AllowedByRule, &rule)
 }
 
 /// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).

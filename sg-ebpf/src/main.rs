@@ -20,7 +20,7 @@ use sg_common::{
 };
 
 use crate::{
-    datapath::{KernelMaps, count},
+    datapath::{KernelMaps, audited, count, count_rule, log_flow},
     maps::SG_SCRATCH,
     view::CtxView,
 };
@@ -81,17 +81,25 @@ fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
     };
     // SAFETY: this CPU's scratch slot; nothing else uses it during this run.
     let pkt = unsafe { &mut *pkt };
+    let bytes = view.len();
     let verdict = match parse_frame(view, pkt) {
         Frame::AddressResolution => Verdict::of(Reason::PassedAddressResolution),
+        // Dropped before any policy lookup; audit mode still passes (and counts) them.
+        Frame::NonIp | Frame::Malformed if audited(ifindex) => Verdict::of(Reason::AuditWouldDrop),
         Frame::NonIp => Verdict::of(Reason::DroppedNonIp),
         Frame::Malformed => Verdict::of(Reason::DroppedMalformed),
         Frame::Ip => {
             // SAFETY: no preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
-            judge(&KernelMaps, ifindex, hook, pkt, now)
+            let verdict = judge(&KernelMaps, ifindex, hook, pkt, now);
+            if verdict.counter != 0 {
+                count_rule(verdict.counter, bytes);
+            }
+            log_flow(ifindex, hook, pkt, &verdict, bytes, now);
+            verdict
         }
     };
-    count(verdict.reason, view.len());
+    count(verdict.reason, bytes);
     verdict.pass
 }
 

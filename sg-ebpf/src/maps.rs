@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sg_common::{
     maps::{
-        ActivePolicy, Counter, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
-        RuleKey, RuleMatch, Settings, capacity,
+        ActivePolicy, Counter, CtEntry, CtKey, FlowConfig, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey,
+        PeerKey, RuleKey, RuleMatch, Settings, capacity,
     },
     packet::Packet,
     verdict::NUM_REASONS,
@@ -56,3 +56,15 @@ pub static SG_SETTINGS: Array<Settings> = Array::pinned(1, 0);
 /// lookup keys. Not pinned: nothing in it outlives one program run.
 #[map]
 pub static SG_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hits per rule (packets the rule admitted when evaluated), keyed by the rule's content hash.
+#[map]
+pub static SG_RULE_COUNTERS: PerCpuHashMap<u64, Counter> = PerCpuHashMap::pinned(capacity::RULE_COUNTERS, 0);
+
+/// Flow-log events for `sg-agent flows` (only written while a reader is attached).
+#[map]
+pub static SG_FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(capacity::FLOW_EVENTS_BYTES, 0);
+
+/// Flow-log switch and per-CPU token bucket (one slot, per CPU).
+#[map]
+pub static SG_FLOW_CONFIG: PerCpuArray<FlowConfig> = PerCpuArray::with_max_entries(1, 0);

@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn the_generated_policies_allow_exactly_what_the_frames_use() {
-        let doc = crate::policy::load(&policy_with_rules(300, 20), None).unwrap();
+        let doc = crate::policy::load(&policy_with_rules(300, 1000), None).unwrap();
         let compiled = crate::compile::compile(&doc).unwrap();
         assert_eq!(doc.group("sg-bench").unwrap().ingress.len(), 301);
         let q = |peer: std::net::IpAddr, port: u16| crate::explain::Query {

@@ -8,7 +8,9 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key,
+    },
 };
 use sg_common::{
     maps::{
@@ -31,6 +33,8 @@ pub struct Maps {
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
     pub counters: PerCpuArray<MapData, Counter>,
     pub settings: Array<MapData, Settings>,
+    /// Hits per rule, keyed by `RuleMatch::counter`.
+    pub rule_counters: PerCpuHashMap<MapData, u64, Counter>,
     /// What each policy slot holds, when this agent wrote it (`None` after a restart: then it
     /// is read back from the maps once).
     known: [Option<SlotContents>; 2],
@@ -156,6 +160,7 @@ impl Maps {
             conntrack: take(ebpf, names::CONNTRACK)?,
             counters: take(ebpf, names::COUNTERS)?,
             settings: take(ebpf, names::SETTINGS)?,
+            rule_counters: take(ebpf, names::RULE_COUNTERS)?,
             known: [None, None],
             pending_barrier: None,
         })
@@ -172,6 +177,7 @@ impl Maps {
             conntrack: open(pins, names::CONNTRACK)?,
             counters: open(pins, names::COUNTERS)?,
             settings: open(pins, names::SETTINGS)?,
+            rule_counters: open(pins, names::RULE_COUNTERS)?,
             known: [None, None],
             pending_barrier: None,
         })
@@ -316,6 +322,36 @@ impl Maps {
         }
         debug_assert!(Reason::ALL.len() as u32 <= NUM_REASONS);
         Ok(out)
+    }
+
+    /// Rule hits by counter key, summed over CPUs.
+    pub fn rule_hits(&self) -> StdHashMap<u64, Counter> {
+        let mut out = StdHashMap::new();
+        for (key, per_cpu) in self.rule_counters.iter().filter_map(Result::ok) {
+            let mut sum = Counter::default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
+            out.insert(key, sum);
+        }
+        out
+    }
+
+    /// Removes the hit counters of rules that are in neither of `keep`'s generations.
+    pub fn prune_rule_counters(&mut self, keep: &HashSet<u64>) {
+        let stale: Vec<u64> = self.rule_counters.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+        for k in stale {
+            let _ = self.rule_counters.remove(&k);
+        }
+    }
+
+    /// Flow-log events skipped because a CPU's budget was spent.
+    pub fn flow_events_skipped(&self) -> u64 {
+        self.counters
+            .get(&sg_common::verdict::COUNTER_FLOW_EVENTS_SKIPPED, 0)
+            .map(|per_cpu| per_cpu.iter().map(|c| c.packets).sum())
+            .unwrap_or(0)
     }
 
     /// Every conntrack entry (a snapshot; the datapath keeps changing it). Read in batches;

@@ -94,6 +94,11 @@ pub struct Datapath {
     options: LoadOptions,
     /// Interfaces this agent attached or adopted, by name.
     pub attached: BTreeMap<String, Attachment>,
+    /// The flow-log ring buffer and switch, until the agent's flow logger takes them.
+    pub flow_maps: Option<(
+        aya::maps::RingBuf<aya::maps::MapData>,
+        aya::maps::PerCpuArray<aya::maps::MapData, sg_common::maps::FlowConfig>,
+    )>,
 }
 
 /// The interface index of `name`, if it exists.
@@ -151,8 +156,14 @@ impl Datapath {
             loaded.map_err(|e| DatapathError::Load(format!("{name}: {}", verifier_message(&e))))?;
         }
         let maps = Maps::from_ebpf(&mut ebpf)?;
+        let flow_maps = match (ebpf.take_map(names::FLOW_EVENTS), ebpf.take_map(names::FLOW_CONFIG)) {
+            (Some(ring), Some(config)) => {
+                aya::maps::RingBuf::try_from(ring).ok().zip(aya::maps::PerCpuArray::try_from(config).ok())
+            }
+            _ => None,
+        };
         let barrier = std::sync::Arc::new(RcuBarrier::new().map_err(DatapathError::RcuBarrier)?);
-        Ok(Datapath { pins, ebpf, maps, barrier, options, attached: BTreeMap::new() })
+        Ok(Datapath { pins, ebpf, maps, barrier, options, attached: BTreeMap::new(), flow_maps })
     }
 
     pub fn pins(&self) -> &PinLayout {

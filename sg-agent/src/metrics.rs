@@ -1,0 +1,86 @@
+//! Prometheus metrics (`sg-agent run --metrics ADDR`): the verdict counters and EC2-style
+//! conntrack metrics, read from the pinned maps on each scrape. Opt-in, and meant for a local
+//! address; one small plain-HTTP response per request.
+
+use std::fmt::Write as _;
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+
+use crate::datapath::{Maps, PinLayout};
+
+/// The metrics text, or an error line.
+pub fn render(maps: &Maps) -> String {
+    let mut m = String::new();
+    let counters = maps.counters().unwrap_or_default();
+    let _ = writeln!(m, "# HELP sg_agent_packets_total Packets judged, by verdict reason.");
+    let _ = writeln!(m, "# TYPE sg_agent_packets_total counter");
+    for (reason, c) in &counters {
+        let _ = writeln!(m, "sg_agent_packets_total{{reason=\"{reason}\"}} {}", c.packets);
+    }
+    let _ = writeln!(m, "# HELP sg_agent_bytes_total Bytes judged, by verdict reason.");
+    let _ = writeln!(m, "# TYPE sg_agent_bytes_total counter");
+    for (reason, c) in &counters {
+        let _ = writeln!(m, "sg_agent_bytes_total{{reason=\"{reason}\"}} {}", c.bytes);
+    }
+    let exceeded = counters.get("conntrack_allowance_exceeded").map_or(0, |c| c.packets);
+    let entries = maps.conntrack_entries().len() as u64;
+    let capacity = u64::from(maps.conntrack_capacity());
+    let generation = maps.live().ok().flatten().map_or(0, |l| l.generation);
+    for (name, kind, help, value) in [
+        (
+            "conntrack_allowance_exceeded",
+            "counter",
+            "Packets dropped because the conntrack table was full (EC2's name).",
+            exceeded,
+        ),
+        (
+            "conntrack_allowance_available",
+            "gauge",
+            "Flows that can still be tracked before the table is full (EC2's name).",
+            capacity.saturating_sub(entries),
+        ),
+        ("sg_agent_conntrack_entries", "gauge", "Tracked flows.", entries),
+        ("sg_agent_conntrack_capacity", "gauge", "Size of the conntrack table.", capacity),
+        ("sg_agent_policy_generation", "gauge", "Generation of the live policy (0: none).", generation),
+        (
+            "sg_agent_flow_log_events_skipped_total",
+            "counter",
+            "Flow-log events not emitted (rate limit).",
+            maps.flow_events_skipped(),
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    m
+}
+
+/// Serves `GET /metrics` until the process ends.
+pub async fn serve(listener: TcpListener, pins: PinLayout) {
+    let maps = match Maps::from_pins(&pins) {
+        Ok(m) => m,
+        Err(e) => {
+            log::error!("metrics disabled: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let mut buf = [0u8; 8192];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await;
+        let Ok(Ok(n)) = read else { continue };
+        let request = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
+        let (status, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
+            ("200 OK", render(&maps))
+        } else {
+            ("404 Not Found", "not found; try /metrics\n".to_owned())
+        };
+        let response = format!(
+            "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+    }
+}

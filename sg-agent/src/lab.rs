@@ -833,3 +833,34 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Sends raw Ethernet frames out of `ns`'s `eth0` (AF_PACKET): hostile frames reach the node's
+/// XDP program exactly as written, malformed or not.
+pub fn send_frames(ns: &Netns, frames: Vec<Vec<u8>>) -> usize {
+    ns.run(move || {
+        // SAFETY: plain socket calls with a fully initialised sockaddr_ll; fd closed at the end.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+            sll.sll_halen = 6;
+            let sent = frames
+                .iter()
+                .filter(|f| {
+                    libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        std::ptr::from_ref(&sll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    ) == f.len() as isize
+                })
+                .count();
+            libc::close(fd);
+            sent
+        }
+    })
+}

@@ -26,6 +26,16 @@ pub struct Status {
     pub conntrack: ConntrackStatus,
     /// Packets and bytes by verdict reason.
     pub counters: BTreeMap<String, CounterValue>,
+    /// The running agent's programs and the verifier's instruction count for each.
+    #[serde(default)]
+    pub programs: Vec<ProgramStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    pub name: String,
+    pub id: u32,
+    pub verified_instructions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +173,15 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
             }
         },
         counters,
+        programs: agent
+            .map(|a| {
+                a.datapath
+                    .program_infos()
+                    .into_iter()
+                    .map(|(name, id, verified_instructions)| ProgramStatus { name, id, verified_instructions })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -216,6 +235,15 @@ pub fn format_human(s: &Status) -> String {
             modes,
             if i.source_dest_check { ", source/dest check" } else { "" },
             if i.audit { ", AUDIT MODE" } else { "" }
+        );
+    }
+    for p in &s.programs {
+        let _ = writeln!(
+            out,
+            "program:     {} (id {}), {} instructions verified",
+            p.name,
+            p.id,
+            p.verified_instructions.map_or("?".to_owned(), |n| n.to_string())
         );
     }
     let _ = writeln!(out, "verdicts:    {:<32} {:>12} {:>14}", "reason", "packets", "bytes");

@@ -170,3 +170,98 @@ fn address_resolution_passes_and_other_non_ip_is_dropped() {
     assert_eq!(k.xdp(&vlan), (XDP_DROP, "dropped_non_ip"), "VLAN-tagged frames are not judged as IP");
     assert_eq!(k.xdp(&frames::eth(0x88cc, &[0; 46])), (XDP_DROP, "dropped_non_ip"), "LLDP");
 }
+
+/// Hostile frames (issue: hardening): each row's verdict and reason, as SPEC §3 gives them.
+/// None may pass by accident.
+pub fn hostile_frames() -> Vec<(&'static str, Vec<u8>, bool, &'static str)> {
+    use sg_common::packet::{IPPROTO_ICMP, TCP_FIN, TCP_RST};
+    let good = || Ipv4::new(PEER4, NODE4, IPPROTO_TCP, tcp(40100, 80, TCP_SYN));
+    let mut rows: Vec<(&'static str, Vec<u8>, bool, &'static str)> = Vec::new();
+    let mut with_options = good();
+    with_options.options = vec![1, 1, 1, 1, 0x44, 4, 5, 0]; // NOPs, a timestamp option stub
+    rows.push(("IPv4 options before an allowed SYN", with_options.frame(), true, "allowed_by_rule"));
+    let mut options_past_end = good().frame();
+    options_past_end[14] = 0x4f;
+    rows.push(("IHL 15: options run past the packet", options_past_end, false, "dropped_malformed"));
+    let mut long_total = good().frame();
+    long_total[16..18].copy_from_slice(&9000u16.to_be_bytes());
+    rows.push(("total length larger than the frame", long_total, false, "dropped_malformed"));
+    let mut short_total = good().frame();
+    short_total[16..18].copy_from_slice(&20u16.to_be_bytes());
+    rows.push(("total length with no room for TCP", short_total, false, "dropped_malformed"));
+    let mut chain = Ipv6::new(peer6(), node6(), IPPROTO_TCP, tcp(40101, 80, TCP_SYN));
+    chain.ext = vec![
+        Ext::HopByHop,
+        Ext::DestOpts,
+        Ext::Routing,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+        Ext::DestOpts,
+    ];
+    rows.push(("IPv6: nine extension headers", chain.frame(), false, "dropped_malformed"));
+    let mut looping = Ipv6::new(peer6(), node6(), IPPROTO_TCP, tcp(40102, 80, TCP_SYN));
+    looping.ext = vec![Ext::DestOpts];
+    let mut looping = looping.frame();
+    looping[14 + 40 + 1] = 255; // header length far past the payload
+    rows.push(("IPv6: extension header length past the packet", looping, false, "dropped_malformed"));
+    let mut later = Ipv6::new(peer6(), node6(), IPPROTO_TCP, vec![0; 24]);
+    later.ext = vec![Ext::Fragment { offset: 100, more: false, id: 0xdead }];
+    rows.push(("IPv6: a later fragment with no first fragment", later.frame(), false, "dropped_fragment"));
+    let mut first = Ipv6::new(peer6(), node6(), IPPROTO_TCP, tcp(40103, 80, TCP_SYN));
+    first.ext = vec![Ext::Fragment { offset: 0, more: true, id: 0xbeef }];
+    rows.push(("IPv6: a first fragment to an allowed port", first.frame(), true, "allowed_by_rule"));
+    let mut tiny = Ipv4::new(PEER4, NODE4, IPPROTO_TCP, vec![0; 16]);
+    tiny.frag_offset = 1;
+    rows.push(("IPv4: TCP fragment at offset 8 (overlap attack)", tiny.frame(), false, "dropped_malformed"));
+    rows.push((
+        "802.1Q VLAN tag",
+        frames::eth(0x8100, &[&[0u8, 5, 0x08, 0][..], &good().packet()].concat()),
+        false,
+        "dropped_non_ip",
+    ));
+    rows.push((
+        "802.1ad QinQ tag",
+        frames::eth(0x88a8, &[&[0u8, 5, 0x81, 0][..], &good().packet()].concat()),
+        false,
+        "dropped_non_ip",
+    ));
+    let mut big = Ipv4::new(PEER4, NODE4, IPPROTO_UDP, frames::udp(5000, 53, &vec![7u8; 3000]));
+    big.id = 9;
+    rows.push(("3 KB datagram to an allowed port", big.frame(), true, "allowed_by_rule"));
+    for (what, flags) in [
+        ("TCP SYN+FIN", TCP_SYN | TCP_FIN),
+        ("TCP SYN+RST", TCP_SYN | TCP_RST),
+        ("TCP null scan (no flags)", 0),
+        ("TCP xmas scan (FIN+PSH+URG)", 0x29),
+    ] {
+        rows.push((what, frames::tcp4(PEER4, NODE4, 40104, 80, flags), false, "dropped_malformed"));
+    }
+    rows.push((
+        "ICMP error quoting garbage",
+        frames::icmp4_error(v4(10, 9, 9, 9), NODE4, 3, 4, &[0x45, 0, 0, 0x14, 0, 0, 0, 0, 64, 6, 0, 0]),
+        false,
+        "dropped_no_rule",
+    ));
+    rows.push((
+        "ICMP echo with no ICMP rule",
+        frames::eth(0x0800, &Ipv4::new(PEER4, NODE4, IPPROTO_ICMP, frames::icmp(8, 0, 1, 1)).packet()),
+        false,
+        "dropped_no_rule",
+    ));
+    rows
+}
+
+#[test]
+fn hostile_frames_get_their_verdicts() {
+    if !privileged() {
+        return;
+    }
+    let k = Kernel::load(POLICY);
+    for (what, frame, pass, reason) in hostile_frames() {
+        let verdict = if pass { XDP_PASS } else { XDP_DROP };
+        assert_eq!(k.xdp(&frame), (verdict, reason), "{what}");
+    }
+}

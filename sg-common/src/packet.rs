@@ -301,7 +301,7 @@ fn parse_l4<V: PacketView>(view: &V, pkt: &mut Packet, l4: usize, end: usize) ->
                 return false;
             };
             let data_offset = usize::from(h[12] >> 4) * 4;
-            if data_offset < 20 || l4 + data_offset > end {
+            if data_offset < 20 || l4 + data_offset > end || !valid_tcp_flags(h[13]) {
                 return false;
             }
             pkt.sport = u16::from_be_bytes([h[0], h[1]]);
@@ -340,6 +340,28 @@ fn parse_l4<V: PacketView>(view: &V, pkt: &mut Packet, l4: usize, end: usize) ->
         // Other protocols are judged by addresses and protocol number only.
         _ => true,
     }
+}
+
+const TCP_URG: u8 = 0x20;
+
+/// The flag combinations a TCP segment can carry (PSH, ECE and CWR aside), as Linux's
+/// conntrack defines them: SYN+FIN, SYN+RST, no flags at all ("null"), FIN/URG without ACK
+/// ("xmas") and the like exist only to probe or to slip past filters.
+#[inline(always)]
+pub const fn valid_tcp_flags(flags: u8) -> bool {
+    let f = flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG);
+    matches!(
+        f,
+        TCP_SYN
+            | 0x22 // SYN|URG
+            | 0x12 // SYN|ACK
+            | TCP_RST
+            | 0x14 // RST|ACK
+            | 0x11 // FIN|ACK
+            | 0x31 // FIN|ACK|URG
+            | TCP_ACK
+            | 0x30 // ACK|URG
+    )
 }
 
 /// Classifies an ICMP (`family` 4) or ICMPv6 (`family` 6) type.
@@ -482,6 +504,29 @@ mod tests {
         assert_eq!(parse(&frame).0, Frame::Malformed);
         frame[16..18].copy_from_slice(&10u16.to_be_bytes()); // shorter than the header
         assert_eq!(parse(&frame).0, Frame::Malformed);
+    }
+
+    #[test]
+    fn impossible_tcp_flag_combinations_are_malformed() {
+        for (flags, valid) in [
+            (TCP_SYN, true),
+            (TCP_SYN | TCP_ACK, true),
+            (TCP_ACK, true),
+            (TCP_FIN | TCP_ACK, true),
+            (TCP_RST, true),
+            (TCP_RST | TCP_ACK, true),
+            (0x18, true), // PSH|ACK
+            (TCP_SYN | TCP_FIN, false),
+            (TCP_SYN | TCP_RST, false),
+            (0, false),    // null scan
+            (0x29, false), // xmas: FIN|PSH|URG
+            (TCP_FIN, false),
+            (0x08, false), // PSH alone
+        ] {
+            let frame = frames::tcp4(v4(10, 0, 0, 2), v4(10, 0, 0, 1), 1, 80, flags);
+            let expected = if valid { Frame::Ip } else { Frame::Malformed };
+            assert_eq!(parse(&frame).0, expected, "flags {flags:#04x}");
+        }
     }
 
     #[test]

@@ -40,6 +40,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run every fuzz target for a bounded time on the committed corpus (cargo-fuzz, nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Set up, then run every test as root (privileged tests must run, not skip).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -91,6 +97,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("running sg-bench")?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Task::Fuzz { seconds } => {
+            setup()?;
+            fuzz(seconds)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Test { args } => {
             require_root("the privileged tests load BPF programs and create network namespaces")?;
             setup()?;
@@ -130,6 +141,49 @@ fn setup() -> Result<()> {
     if !status.success() {
         bail!("{} failed", script.display());
     }
+    Ok(())
+}
+
+/// The fuzz targets (fuzz/fuzz_targets).
+const FUZZ_TARGETS: [&str; 3] = ["policy", "aws_policy", "packet"];
+
+/// Runs each fuzz target for `seconds` on a copy of its committed corpus (so a run never edits
+/// the repository); any crash fails, leaving the reproducer under fuzz/artifacts.
+fn fuzz(seconds: u64) -> Result<()> {
+    let root = workspace_root();
+    let toolchain = std::fs::read_to_string(root.join("sg-ebpf/toolchain"))?.trim().to_owned();
+    if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("xtask: installing cargo-fuzz (about a minute and a half)");
+        let status = Command::new(env!("CARGO")).args(["install", "--locked", "cargo-fuzz"]).status()?;
+        if !status.success() {
+            bail!("installing cargo-fuzz failed");
+        }
+    }
+    let scratch = std::env::temp_dir().join(format!("sg-fuzz-corpus-{}", std::process::id()));
+    for target in FUZZ_TARGETS {
+        let corpus = scratch.join(target);
+        std::fs::create_dir_all(&corpus)?;
+        for entry in std::fs::read_dir(root.join("fuzz/corpus").join(target))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), corpus.join(entry.file_name()))?;
+        }
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        let status = Command::new("cargo")
+            .arg(format!("+{toolchain}"))
+            .args(["fuzz", "run", target])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(root.join("fuzz"))
+            // The fuzz targets need the agent's logic, not its kernel object.
+            .env("AYA_BUILD_SKIP", "1")
+            .status()?;
+        if !status.success() {
+            let _ = std::fs::remove_dir_all(&scratch);
+            bail!("fuzz target {target} failed (reproducer in fuzz/artifacts/{target})");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
 

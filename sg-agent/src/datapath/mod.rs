@@ -290,6 +290,20 @@ impl Datapath {
         Ok(xdp)
     }
 
+    /// The loaded programs: name, kernel id, and how many instructions the verifier processed
+    /// to accept it (its proof effort; a program near the kernel's 1M limit is one change away
+    /// from being rejected).
+    pub fn program_infos(&self) -> Vec<(String, u32, Option<u32>)> {
+        let mut out = Vec::new();
+        if let Some(info) = self.xdp_program().and_then(|p| p.info().ok()) {
+            out.push((names::PROG_XDP.to_owned(), info.id(), info.verified_instruction_count()));
+        }
+        if let Some(info) = self.tc_program().and_then(|p| p.info().ok()) {
+            out.push((names::PROG_TC.to_owned(), info.id(), info.verified_instruction_count()));
+        }
+        out
+    }
+
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
     pub fn xdp_program(&self) -> Option<&Xdp> {
         self.ebpf.program(names::PROG_XDP).and_then(|p| p.try_into().ok())

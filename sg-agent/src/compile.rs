@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ipnet::IpNet;
 use sg_common::{
     maps::{
-        FAMILY_V4, FAMILY_V6, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK,
-        IfaceConfig, OwnAddrKey, PeerKey, ROLE_HOST, ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey,
-        RuleMatch, capacity, peer_key_bits, rule_key_bits,
+        IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey,
+        PeerKey, ROLE_HOST, ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity,
+        peer_key_bits, rule_key_bits,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::range_prefixes,
@@ -286,16 +286,9 @@ fn flatten(doc: &Document, refs: &mut Vec<RuleRef>) -> Vec<FlatGroup> {
     groups
 }
 
-/// (family, address bytes) as the maps store them.
+/// (family, address bytes) of a prefix's network address, as the maps store them.
 pub fn addr_key(net: &IpNet) -> (u8, [u8; 16]) {
-    let mut bytes = [0u8; 16];
-    match net {
-        IpNet::V4(n) => {
-            bytes[..4].copy_from_slice(&n.network().octets());
-            (FAMILY_V4, bytes)
-        }
-        IpNet::V6(n) => (FAMILY_V6, n.network().octets()),
-    }
+    sg_common::maps::ip_to_addr(net.network())
 }
 
 fn is_everything(net: &IpNet, family: u8) -> bool {

@@ -7,13 +7,14 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 use sg_common::{
     conntrack::{CtState, is_expired},
-    maps::{CtEntry, CtKey, FAMILY_V4, ROLE_HOST, Settings},
+    maps::{CtEntry, CtKey, ROLE_HOST, Settings, addr_to_ip},
     verdict::Hook,
 };
 
 use crate::{
     agent::monotonic_ns,
-    datapath::{DatapathError, Maps},
+    datapath::{DatapathError, Maps, ifname},
+    policy::Protocol,
 };
 
 /// Which flows a `list` or `flush` applies to; every given filter must match.
@@ -52,45 +53,21 @@ pub struct Flow {
     pub rule: Option<u32>,
 }
 
+/// A protocol's name (`tcp`, ...) or number.
 pub fn protocol_name(proto: u8) -> String {
-    match proto {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+    Protocol::from_number(proto).to_string()
 }
 
 /// Parses a protocol name or number for a filter.
 pub fn parse_protocol(text: &str) -> Result<u8, String> {
-    match text {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" => Ok(58),
-        n => n.parse().map_err(|_| format!("{n:?} is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)")),
-    }
-}
-
-fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_V4 { IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { IpAddr::from(*bytes) }
-}
-
-pub fn interface_name(ifindex: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` holds IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("#{ifindex}");
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    Protocol::from_name(text)
+        .and_then(Protocol::number)
+        .ok_or_else(|| format!("{text:?} is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)"))
 }
 
 fn matches(filter: &Filter, key: &CtKey, interface: &str) -> bool {
-    let far = addr(key.family, &key.far_addr);
-    let near = addr(key.family, &key.near_addr);
+    let far = addr_to_ip(key.family, &key.far_addr);
+    let near = addr_to_ip(key.family, &key.near_addr);
     filter.interface.as_deref().is_none_or(|i| i == interface)
         && filter.address.is_none_or(|a| a == far || a == near)
         && filter.port.is_none_or(|p| (key.proto == 6 || key.proto == 17) && (p == key.far_port || p == key.near_port))
@@ -105,15 +82,15 @@ pub fn live_interfaces(maps: &Maps, names: &BTreeMap<String, String>) -> Result<
     Ok(maps
         .live_ifaces()?
         .into_iter()
-        .map(|(ifindex, cfg)| (ifindex, (cfg.role, names.get(&interface_name(ifindex)).cloned())))
+        .map(|(ifindex, cfg)| (ifindex, (cfg.role, names.get(&ifname(ifindex)).cloned())))
         .collect())
 }
 
 fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, now: u64) -> Flow {
-    let interface = interface_name(key.ifindex);
+    let interface = ifname(key.ifindex);
     let (role, instance) = ifaces.get(&key.ifindex).cloned().unwrap_or((0, None));
-    let far = addr(key.family, &key.far_addr);
-    let near = addr(key.family, &key.near_addr);
+    let far = addr_to_ip(key.family, &key.far_addr);
+    let near = addr_to_ip(key.family, &key.near_addr);
     let origin = sg_common::conntrack::origin(entry);
     // The initiator sent the first packet: received on the interface = from the far end.
     let (src, sport, dst, dport) = match origin {
@@ -156,7 +133,7 @@ pub fn list(maps: &Maps, ifaces: &Interfaces, filter: &Filter) -> Vec<Flow> {
         .conntrack_entries()
         .iter()
         .filter(|(k, e)| !is_expired(e, k.proto, &settings, now))
-        .filter(|(k, _)| matches(filter, k, &interface_name(k.ifindex)))
+        .filter(|(k, _)| matches(filter, k, &ifname(k.ifindex)))
         .map(|(k, e)| flow(k, e, ifaces, &settings, now))
         .collect();
     flows.sort_by(|a, b| (&a.interface, a.src, a.src_port).cmp(&(&b.interface, b.src, b.src_port)));
@@ -169,7 +146,7 @@ pub fn flush(maps: &mut Maps, filter: &Filter) -> usize {
     let keys: Vec<CtKey> = maps
         .conntrack_entries()
         .into_iter()
-        .filter(|(k, _)| matches(filter, k, &interface_name(k.ifindex)))
+        .filter(|(k, _)| matches(filter, k, &ifname(k.ifindex)))
         .map(|(k, _)| k)
         .collect();
     keys.iter().filter(|k| maps.conntrack.remove(k).is_ok()).count()

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use sg_common::{
+    maps::ip_to_addr,
     packet::{ICMP_NONE, Packet, icmp_kind},
     verdict::{Direction, Hook, Reason, judge},
 };
@@ -110,8 +111,8 @@ pub fn explain_compiled(doc: &Document, compiled: &Compiled, q: &Query) -> Resul
         RuleDirection::Ingress => (q.peer, *local),
         RuleDirection::Egress => (*local, q.peer),
     };
-    pkt.src = addr_bytes(src);
-    pkt.dst = addr_bytes(dst);
+    pkt.src = ip_to_addr(src).1;
+    pkt.dst = ip_to_addr(dst).1;
     let role = if instance.role == Role::Host { sg_common::maps::ROLE_HOST } else { sg_common::maps::ROLE_WORKLOAD };
     let want = if q.direction == RuleDirection::Ingress { Direction::Ingress } else { Direction::Egress };
     let hook = if Direction::of(role, Hook::Receive) == want { Hook::Receive } else { Hook::Transmit };
@@ -158,31 +159,10 @@ pub fn explain_compiled(doc: &Document, compiled: &Compiled, q: &Query) -> Resul
     })
 }
 
-fn addr_bytes(a: IpAddr) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    match a {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            out[0] = a;
-            out[1] = b;
-            out[2] = c;
-            out[3] = d;
-        }
-        IpAddr::V6(v6) => out = v6.octets(),
-    }
-    out
-}
-
 fn protocol_number(text: &str) -> Result<u8, Invalid> {
-    match text {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" => Ok(58),
-        other => other
-            .parse::<u8>()
-            .map_err(|_| invalid(format!("{other:?} is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)"))),
-    }
+    Protocol::from_name(text)
+        .and_then(Protocol::number)
+        .ok_or_else(|| invalid(format!("{text:?} is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)")))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuValues, RingBuf};
 use serde::{Deserialize, Serialize};
 use sg_common::{
-    maps::{FAMILY_V4, FlowConfig, FlowEvent},
+    maps::{FlowConfig, FlowEvent, addr_to_ip},
     verdict::{NO_RULE, Reason},
 };
 use tokio::{io::unix::AsyncFd, sync::broadcast};
@@ -119,10 +119,6 @@ pub struct Names {
 
 pub type SharedNames = Arc<Mutex<Names>>;
 
-fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_V4 { IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { IpAddr::from(*bytes) }
-}
-
 fn reason_name(code: u8) -> String {
     Reason::ALL.iter().find(|r| **r as u8 == code).map_or("unknown", |r| r.name()).to_owned()
 }
@@ -140,8 +136,8 @@ fn records(window: &HashMap<FlowId, Aggregate>, names: &Names, skipped: u64, end
                 version: 2,
                 account_id: "-".into(),
                 interface_id: interface,
-                srcaddr: addr(id.family, &id.src),
-                dstaddr: addr(id.family, &id.dst),
+                srcaddr: addr_to_ip(id.family, &id.src),
+                dstaddr: addr_to_ip(id.family, &id.dst),
                 // VPC Flow Logs report 0 ports for ICMP.
                 srcport: if icmp { 0 } else { id.sport },
                 dstport: if icmp { 0 } else { id.dport },

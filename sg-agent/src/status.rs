@@ -8,7 +8,7 @@ use sg_common::maps::{CtEntry, CtKey, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, ROLE
 
 use crate::{
     agent::{Agent, ApplyError, unix_seconds},
-    datapath::{DatapathError, Maps, PinLayout, TcAttached, XdpAttached},
+    datapath::{DatapathError, Maps, PinLayout, TcAttached, XdpAttached, ifname},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,38 +68,15 @@ pub struct ConntrackStatus {
     pub memory_bytes: Option<u64>,
     pub bytes_per_entry: Option<u64>,
     /// Timeouts in force, seconds.
-    pub timeouts: Timeouts,
+    pub timeouts: sg_common::maps::Settings,
     /// The running agent's garbage collector.
     pub gc: Option<crate::agent::GcStats>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Timeouts {
-    pub tcp_established: u32,
-    pub tcp_syn: u32,
-    pub tcp_fin: u32,
-    pub tcp_closed: u32,
-    pub udp: u32,
-    pub udp_stream: u32,
-    pub icmp: u32,
-    pub other: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct CounterValue {
     pub packets: u64,
     pub bytes: u64,
-}
-
-fn ifname(index: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("#{index}");
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
 /// Reads the status from the maps; `agent` adds what only the running agent knows.
@@ -160,16 +137,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
                 memory_bytes,
                 bytes_per_entry: memory_bytes.map(|m| m / u64::from(capacity.max(1))),
                 gc: agent.and_then(|a| a.gc.lock().ok().map(|g| g.clone())),
-                timeouts: Timeouts {
-                    tcp_established: s.tcp_established,
-                    tcp_syn: s.tcp_syn,
-                    tcp_fin: s.tcp_fin,
-                    tcp_closed: s.tcp_closed,
-                    udp: s.udp,
-                    udp_stream: s.udp_stream,
-                    icmp: s.icmp,
-                    other: s.other,
-                },
+                timeouts: s,
             }
         },
         counters,

@@ -60,6 +60,31 @@ pub mod capacity {
     pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
 }
 
+/// The IP address an [`Addr`] of `family` holds.
+pub fn addr_to_ip(family: u8, addr: &Addr) -> core::net::IpAddr {
+    if family == FAMILY_V4 {
+        core::net::IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        core::net::IpAddr::from(*addr)
+    }
+}
+
+/// The (family, [`Addr`]) of an IP address.
+pub fn ip_to_addr(ip: core::net::IpAddr) -> (u8, Addr) {
+    match ip {
+        core::net::IpAddr::V4(v4) => {
+            let mut addr = [0u8; 16];
+            let [a, b, c, d] = v4.octets();
+            addr[0] = a;
+            addr[1] = b;
+            addr[2] = c;
+            addr[3] = d;
+            (FAMILY_V4, addr)
+        }
+        core::net::IpAddr::V6(v6) => (FAMILY_V6, v6.octets()),
+    }
+}
+
 /// `SG_ACTIVE[0]`: which slot of the policy maps is live, and its generation number.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -302,6 +327,7 @@ const _: () = assert!(size_of::<Counter>() == 16);
 /// so a change takes effect at once for every flow.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Settings {
     pub tcp_established: u32,
     /// Handshake not finished yet.

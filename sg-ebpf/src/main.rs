@@ -10,7 +10,7 @@ mod view;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -89,8 +89,10 @@ fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
         Frame::NonIp => Verdict::of(Reason::DroppedNonIp),
         Frame::Malformed => Verdict::of(Reason::DroppedMalformed),
         Frame::Ip => {
+            // The coarse clock (CLOCK_MONOTONIC at jiffy resolution) is several times cheaper to
+            // read, and conntrack keeps time in whole seconds.
             // SAFETY: no preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
             let verdict = judge(&KernelMaps, ifindex, hook, pkt, now);
             if verdict.counter != 0 {
                 count_rule(verdict.counter, bytes);

@@ -101,6 +101,18 @@ pub struct Datapath {
     )>,
 }
 
+/// The name of interface `index` in this network namespace, or `#index` if there is none.
+pub fn ifname(index: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("#{index}");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into `buf`.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
 /// The interface index of `name`, if it exists.
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;

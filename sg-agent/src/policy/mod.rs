@@ -149,6 +149,21 @@ impl Protocol {
         }
     }
 
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `all` or `-1`, or a number 0-255 in decimal digits.
+    pub fn from_name(text: &str) -> Option<Protocol> {
+        match text {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "icmp" => Some(Protocol::Icmp),
+            "icmpv6" => Some(Protocol::Icmpv6),
+            "all" | "-1" => Some(Protocol::All),
+            digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits.parse::<u8>().ok().map(Protocol::from_number)
+            }
+            _ => None,
+        }
+    }
+
     /// The IP protocol number; `None` for `all`.
     pub fn number(self) -> Option<u8> {
         match self {

@@ -178,17 +178,7 @@ fn read_rule(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(P
 /// `"tcp"`, `"udp"`, `"icmp"`, `"icmpv6"`, `"all"`, `"-1"`, or 0-255 as a number or string.
 pub fn read_protocol(p: &mut Problems, path: &str, value: &Json) -> Option<Protocol> {
     let parsed = match value {
-        Json::String(s) => match s.as_str() {
-            "tcp" => Some(Protocol::Tcp),
-            "udp" => Some(Protocol::Udp),
-            "icmp" => Some(Protocol::Icmp),
-            "icmpv6" => Some(Protocol::Icmpv6),
-            "all" | "-1" => Some(Protocol::All),
-            other if !other.is_empty() && other.bytes().all(|b| b.is_ascii_digit()) => {
-                other.parse::<u8>().ok().map(Protocol::from_number)
-            }
-            _ => None,
-        },
+        Json::String(s) => Protocol::from_name(s),
         Json::Number(n) => match n.as_i64() {
             Some(-1) => Some(Protocol::All),
             Some(v) => u8::try_from(v).ok().map(Protocol::from_number),

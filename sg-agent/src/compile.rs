@@ -48,12 +48,33 @@ impl RuleRef {
     /// The rule's hit-counter key: FNV-1a of what the rule says (not of its position), so a
     /// rule that stays the same keeps its counter across documents and restarts.
     pub fn counter_id(&self) -> u64 {
-        let text =
-            format!("{}\0{}\0{}\0{}\0{}", self.group, self.direction.name(), self.protocol, self.ports, self.peer);
-        let hash =
-            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        use std::fmt::Write as _;
+        // The same bytes as `format!("{group}\0{direction}\0{protocol}\0{ports}\0{peer}")`,
+        // hashed as they are formatted (no allocation: this runs for every rule of a document).
+        let mut h = Fnv1a::default();
+        let _ =
+            write!(h, "{}\0{}\0{}\0{}\0{}", self.group, self.direction.name(), self.protocol, self.ports, self.peer);
         // 0 means "no rule" to the datapath.
-        hash.max(1)
+        h.0.max(1)
+    }
+}
+
+/// FNV-1a: a fixed, seedless hash, so that a rule's counter key is the same in every agent
+/// process (std's default hasher is randomly seeded).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        for b in text.bytes() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(())
     }
 }
 
@@ -482,5 +503,28 @@ mod tests {
     fn segments_of_disjoint_ranges_leave_gaps() {
         let s = segments(&[(10, 20, v(0, false)), (30, 40, v(1, false))]);
         assert_eq!(s, vec![(10, 20, v(0, false)), (30, 40, v(1, false))]);
+    }
+
+    fn web_rule(rule_index: usize, from: &str) -> RuleRef {
+        RuleRef {
+            group: "web".into(),
+            direction: RuleDirection::Ingress,
+            rule_index,
+            protocol: Protocol::Tcp,
+            ports: Ports::Range(443, 443),
+            peer: Peer::Cidr(from.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn counter_ids_follow_the_rule_text_not_its_position() {
+        // Counters live in a pinned map across agent upgrades: the key of a rule must stay the
+        // FNV-1a of its text, byte for byte.
+        let text = "web\x00ingress\x00tcp\x00443\x0010.0.0.0/8";
+        let expected =
+            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        assert_eq!(web_rule(0, "10.0.0.0/8").counter_id(), expected);
+        assert_eq!(web_rule(7, "10.0.0.0/8").counter_id(), expected);
+        assert_ne!(web_rule(0, "10.0.0.0/16").counter_id(), expected);
     }
 }

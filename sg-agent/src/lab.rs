@@ -61,12 +61,19 @@ impl Netns {
         let name = unique(tag);
         must(&["ip", "netns", "add", &name]);
         must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        // No duplicate address detection: addresses (link-local included) are usable at once,
-        // instead of the first IPv6 packets of a test waiting on tentative addresses.
         let ns = Netns { name };
-        for key in ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"] {
-            ns.exec(&["sysctl", "-qw", key]);
+        let mut settings = vec!["sysctl".to_string(), "-qw".to_string()];
+        for conf in ["all", "default"] {
+            // No duplicate address detection: addresses (link-local included) are usable at
+            // once, instead of the first IPv6 packets of a test waiting on tentative addresses.
+            settings.push(format!("net.ipv6.conf.{conf}.accept_dad=0"));
+            // MLD reports (which no policy allows) repeat for up to a second after a link comes
+            // up; send them at once instead, so that they are over before an agent attaches
+            // and do not show up in the drop counters a test compares.
+            settings.push(format!("net.ipv6.conf.{conf}.mldv2_unsolicited_report_interval=1"));
+            settings.push(format!("net.ipv6.conf.{conf}.mldv1_unsolicited_report_interval=1"));
         }
+        ns.exec(&settings.iter().map(String::as_str).collect::<Vec<_>>());
         ns
     }
 
@@ -195,9 +202,27 @@ impl Topology {
         ns.exec(&["ping", "-4", "-c", "1", "-W", "1", &gw4]);
         ns.exec(&["ping", "-6", "-c", "1", "-W", "1", &gw6]);
         self.node.exec(&["ping", "-6", "-c", "1", "-W", "1", &v6]);
+        self.wait_for_link_local(iface);
         let host = Host { ns, v4: v4.parse().ok(), v6: v6.parse().ok() };
         self.hosts.push((iface.to_owned(), host));
         &self.hosts.last().expect("just pushed").1
+    }
+
+    /// Waits until the node's side of `iface` has its link-local address. The kernel configures
+    /// it once the carrier event is processed (up to a second after `link set up`) and then
+    /// sends its MLD reports toward the instance, which the instance's ingress rules drop; a
+    /// test that compares drop counters must start after them.
+    fn wait_for_link_local(&self, iface: &str) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if !self.node.ip(&["-6", "addr", "show", "dev", iface, "scope", "link"]).trim().is_empty() {
+                // The repeated reports follow within a few milliseconds
+                // (`mldv2_unsolicited_report_interval=1`, see `Netns::new`).
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Adds another address to a host (for spoofing tests).

@@ -132,12 +132,12 @@ impl Problems {
             self.add(path, format!("expected an object, found {}", value.kind()));
             return None;
         };
+        // (Paths are built only for problems: this runs for every object of a large document.)
         for (i, (key, _)) in pairs.iter().enumerate() {
-            let key_path = join(path, key);
             if pairs.iter().take(i).any(|(k, _)| k == key) {
-                self.add(&key_path, "key appears more than once");
+                self.add(&join(path, key), "key appears more than once");
             } else if !allowed.contains(&key.as_str()) {
-                self.add(&key_path, format!("unknown key (expected one of: {})", allowed.join(", ")));
+                self.add(&join(path, key), format!("unknown key (expected one of: {})", allowed.join(", ")));
             }
         }
         Some(pairs)

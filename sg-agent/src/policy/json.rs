@@ -117,8 +117,8 @@ pub struct Problems {
 pub const MAX_REPORTED_PROBLEMS: usize = 1000;
 
 impl Problems {
-    pub fn add(&mut self, path: &str, message: impl Into<String>) {
-        self.list.push(Problem { path: path.to_owned(), message: message.into() });
+    pub fn add(&mut self, path: &(impl fmt::Display + ?Sized), message: impl Into<String>) {
+        self.list.push(Problem { path: path.to_string(), message: message.into() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,24 +127,33 @@ impl Problems {
 
     /// Reads `value` as an object whose keys must all be in `allowed`; reports unknown and
     /// duplicate keys. Returns the fields.
-    pub fn object<'a>(&mut self, path: &str, value: &'a Json, allowed: &[&str]) -> Option<&'a [(String, Json)]> {
+    pub fn object<'a>(
+        &mut self,
+        path: &(impl fmt::Display + ?Sized),
+        value: &'a Json,
+        allowed: &[&str],
+    ) -> Option<&'a [(String, Json)]> {
         let Json::Object(pairs) = value else {
             self.add(path, format!("expected an object, found {}", value.kind()));
             return None;
         };
-        // (Paths are built only for problems: this runs for every object of a large document.)
         for (i, (key, _)) in pairs.iter().enumerate() {
             if pairs.iter().take(i).any(|(k, _)| k == key) {
-                self.add(&join(path, key), "key appears more than once");
+                self.add(&Key(path, key), "key appears more than once");
             } else if !allowed.contains(&key.as_str()) {
-                self.add(&join(path, key), format!("unknown key (expected one of: {})", allowed.join(", ")));
+                self.add(&Key(path, key), format!("unknown key (expected one of: {})", allowed.join(", ")));
             }
         }
         Some(pairs)
     }
 
     /// Reads `value` as an array of at most `max` items.
-    pub fn array<'a>(&mut self, path: &str, value: &'a Json, max: usize) -> Option<&'a [Json]> {
+    pub fn array<'a>(
+        &mut self,
+        path: &(impl fmt::Display + ?Sized),
+        value: &'a Json,
+        max: usize,
+    ) -> Option<&'a [Json]> {
         match value {
             Json::Array(items) if items.len() > max => {
                 self.add(path, format!("{} items, more than the limit of {max}", items.len()));
@@ -158,7 +167,7 @@ impl Problems {
         }
     }
 
-    pub fn string<'a>(&mut self, path: &str, value: &'a Json) -> Option<&'a str> {
+    pub fn string<'a>(&mut self, path: &(impl fmt::Display + ?Sized), value: &'a Json) -> Option<&'a str> {
         match value {
             Json::String(s) => Some(s),
             other => {
@@ -168,7 +177,7 @@ impl Problems {
         }
     }
 
-    pub fn boolean(&mut self, path: &str, value: &Json) -> Option<bool> {
+    pub fn boolean(&mut self, path: &(impl fmt::Display + ?Sized), value: &Json) -> Option<bool> {
         match value {
             Json::Bool(b) => Some(*b),
             other => {
@@ -179,7 +188,14 @@ impl Problems {
     }
 
     /// An integer in `min..=max`; `what` names the range in the message ("a port (0-65535)").
-    pub fn integer(&mut self, path: &str, value: &Json, min: i64, max: i64, what: &str) -> Option<i64> {
+    pub fn integer(
+        &mut self,
+        path: &(impl fmt::Display + ?Sized),
+        value: &Json,
+        min: i64,
+        max: i64,
+        what: &str,
+    ) -> Option<i64> {
         let n = match value {
             Json::Number(n) => n,
             other => {
@@ -194,6 +210,26 @@ impl Problems {
                 None
             }
         }
+    }
+}
+
+/// `parent.key` (or `key` at the top), written out only when a problem is reported there:
+/// a large document has hundreds of thousands of locations and (almost always) no problem.
+pub struct Key<'a, P: ?Sized>(pub &'a P, pub &'a str);
+
+impl<P: fmt::Display + ?Sized> fmt::Display for Key<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parent = self.0.to_string();
+        if parent.is_empty() { f.write_str(self.1) } else { write!(f, "{parent}.{}", self.1) }
+    }
+}
+
+/// `parent[i]`, written out only when a problem is reported there (see [`Key`]).
+pub struct At<'a, P: ?Sized>(pub &'a P, pub usize);
+
+impl<P: fmt::Display + ?Sized> fmt::Display for At<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
     }
 }
 
@@ -233,6 +269,17 @@ mod tests {
         assert_eq!(p.list.len(), 1);
         assert_eq!(p.list[0].path, "top[3].b");
         assert!(p.list[0].message.starts_with("unknown key"));
+    }
+
+    #[test]
+    fn lazy_locations_read_like_joined_paths() {
+        assert_eq!(Key("", "instances").to_string(), join("", "instances"));
+        let instance = At(&Key("", "instances"), 3);
+        assert_eq!(At(&Key(&instance, "addresses"), 1).to_string(), "instances[3].addresses[1]");
+        assert_eq!(
+            At(&Key(&instance, "addresses"), 1).to_string(),
+            index(&join(&index("instances", 3), "addresses"), 1)
+        );
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! its own; [`assemble`] checks what spans objects (duplicate ids, references, interfaces) and
 //! applies the defaults. The AWS reader produces groups and reuses `assemble`.
 
-use std::{collections::HashMap, net::IpAddr, str::FromStr};
+use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
 use super::{
     DEFAULT_GROUP, Document, Instance, Invalid, Peer, Ports, PrefixList, Protocol, Role, Rule, SecurityGroup,
-    json::{Json, Problems, field, index, join},
+    json::{At, Json, Key, Problems, field, index, join},
     limits,
 };
 
@@ -109,20 +109,25 @@ fn read_rules(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(
     let Some(items) = p.array(path, value, limits::RULES_PER_GROUP) else {
         return Vec::new();
     };
-    items.iter().enumerate().filter_map(|(i, item)| read_rule(p, &index(path, i), item, references)).collect()
+    items.iter().enumerate().filter_map(|(i, item)| read_rule(p, &At(path, i), item, references)).collect()
 }
 
 const RULE_KEYS: &[&str] = &["protocol", "from_port", "to_port", "cidrs", "groups", "prefix_lists", "description"];
 
-fn read_rule(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(Peer, String)>) -> Option<Rule> {
+fn read_rule(
+    p: &mut Problems,
+    path: &(impl fmt::Display + ?Sized),
+    value: &Json,
+    references: &mut Vec<(Peer, String)>,
+) -> Option<Rule> {
     let fields = p.object(path, value, RULE_KEYS)?;
     let before = p.list.len();
     let protocol = match field(fields, "protocol") {
         None => {
-            p.add(&join(path, "protocol"), "missing (tcp, udp, icmp, icmpv6, all or a protocol number)");
+            p.add(&Key(path, "protocol"), "missing (tcp, udp, icmp, icmpv6, all or a protocol number)");
             None
         }
-        Some(v) => read_protocol(p, &join(path, "protocol"), v),
+        Some(v) => read_protocol(p, &Key(path, "protocol"), v),
     };
     let from = field(fields, "from_port");
     let to = field(fields, "to_port");
@@ -130,10 +135,10 @@ fn read_rule(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(P
 
     let mut peers = Vec::new();
     if let Some(v) = field(fields, "cidrs") {
-        let cpath = join(path, "cidrs");
+        let cpath = Key(path, "cidrs");
         if let Some(items) = p.array(&cpath, v, limits::PEERS_PER_RULE) {
             for (i, item) in items.iter().enumerate() {
-                let ipath = index(&cpath, i);
+                let ipath = At(&cpath, i);
                 let Some(net) = p.string(&ipath, item).and_then(|s| read_cidr(p, &ipath, s)) else {
                     continue;
                 };
@@ -151,13 +156,13 @@ fn read_rule(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(P
     }
     for (key, make) in [("groups", Peer::Group as fn(String) -> Peer), ("prefix_lists", Peer::PrefixList)] {
         let Some(v) = field(fields, key) else { continue };
-        let lpath = join(path, key);
+        let lpath = Key(path, key);
         let Some(items) = p.array(&lpath, v, limits::PEERS_PER_RULE) else { continue };
         for (i, item) in items.iter().enumerate() {
-            let ipath = index(&lpath, i);
+            let ipath = At(&lpath, i);
             if let Some(id) = p.string(&ipath, item) {
                 let peer = make(id.to_owned());
-                references.push((peer.clone(), ipath));
+                references.push((peer.clone(), ipath.to_string()));
                 peers.push(peer);
             }
         }
@@ -176,7 +181,7 @@ fn read_rule(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(P
 }
 
 /// `"tcp"`, `"udp"`, `"icmp"`, `"icmpv6"`, `"all"`, `"-1"`, or 0-255 as a number or string.
-pub fn read_protocol(p: &mut Problems, path: &str, value: &Json) -> Option<Protocol> {
+pub fn read_protocol(p: &mut Problems, path: &(impl fmt::Display + ?Sized), value: &Json) -> Option<Protocol> {
     let parsed = match value {
         Json::String(s) => Protocol::from_name(s),
         Json::Number(n) => match n.as_i64() {
@@ -200,13 +205,13 @@ pub fn read_protocol(p: &mut Problems, path: &str, value: &Json) -> Option<Proto
 /// `from_port`/`to_port` for a protocol; `path` is the rule's.
 pub fn read_ports(
     p: &mut Problems,
-    path: &str,
+    path: &(impl fmt::Display + ?Sized),
     protocol: Protocol,
     from: Option<&Json>,
     to: Option<&Json>,
 ) -> Option<Ports> {
-    let from_path = join(path, "from_port");
-    let to_path = join(path, "to_port");
+    let from_path = Key(path, "from_port");
+    let to_path = Key(path, "to_port");
     match protocol {
         Protocol::Tcp | Protocol::Udp => match (from, to) {
             (None, None) => Some(Ports::All),
@@ -271,7 +276,7 @@ pub fn read_ports(
 
 /// A CIDR, or a bare address (a /32 or /128). Host bits must be zero: `10.0.0.1/24` is almost
 /// always a typo for something else, and silently widening or narrowing it would be worse.
-pub fn read_cidr(p: &mut Problems, path: &str, text: &str) -> Option<IpNet> {
+pub fn read_cidr(p: &mut Problems, path: &(impl fmt::Display + ?Sized), text: &str) -> Option<IpNet> {
     let net =
         if text.contains('/') { IpNet::from_str(text).ok() } else { IpAddr::from_str(text).ok().map(IpNet::from) };
     let Some(net) = net else {
@@ -302,10 +307,10 @@ pub fn read_prefix_lists(p: &mut Problems, path: &str, value: &Json) -> Vec<Read
         match field(fields, "cidrs") {
             None => p.add(&join(&path, "cidrs"), "missing (a list of CIDRs)"),
             Some(v) => {
-                let cpath = join(&path, "cidrs");
+                let cpath = Key(&path, "cidrs");
                 if let Some(items) = p.array(&cpath, v, limits::CIDRS_PER_PREFIX_LIST) {
                     for (j, c) in items.iter().enumerate() {
-                        let ipath = index(&cpath, j);
+                        let ipath = At(&cpath, j);
                         if let Some(net) = p.string(&ipath, c).and_then(|s| read_cidr(p, &ipath, s)) {
                             cidrs.push(net);
                         }
@@ -335,7 +340,7 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         };
         let id = required_id(p, &path, fields, "id");
         let interface = field(fields, "interface").and_then(|v| {
-            let ipath = join(&path, "interface");
+            let ipath = Key(&path, "interface");
             let name = p.string(&ipath, v)?;
             valid_interface_name(name)
                 .map_err(|why| p.add(&ipath, format!("{name:?} is not an interface name: {why}")))
@@ -345,7 +350,7 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         let role = match field(fields, "role") {
             None => Some(Role::Workload),
             Some(v) => {
-                let rpath = join(&path, "role");
+                let rpath = Key(&path, "role");
                 match p.string(&rpath, v) {
                     Some("workload") => Some(Role::Workload),
                     Some("host") => Some(Role::Host),
@@ -359,10 +364,10 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         };
         let mut addresses = Vec::new();
         if let Some(v) = field(fields, "addresses") {
-            let apath = join(&path, "addresses");
+            let apath = Key(&path, "addresses");
             if let Some(items) = p.array(&apath, v, limits::ADDRESSES_PER_INSTANCE) {
                 for (j, a) in items.iter().enumerate() {
-                    let ipath = index(&apath, j);
+                    let ipath = At(&apath, j);
                     let Some(text) = p.string(&ipath, a) else { continue };
                     match IpAddr::from_str(text) {
                         Ok(addr) if addresses.contains(&addr) => p.add(&ipath, format!("{addr} is listed twice")),
@@ -375,11 +380,11 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         let mut groups = Vec::new();
         let mut groups_listed = false;
         if let Some(v) = field(fields, "security_groups") {
-            let gpath = join(&path, "security_groups");
+            let gpath = Key(&path, "security_groups");
             if let Some(items) = p.array(&gpath, v, limits::GROUPS_PER_INSTANCE) {
                 groups_listed = !items.is_empty();
                 for (j, g) in items.iter().enumerate() {
-                    let ipath = index(&gpath, j);
+                    let ipath = At(&gpath, j);
                     let Some(id) = p.string(&ipath, g) else { continue };
                     if groups.iter().any(|x: &String| x == id) {
                         p.add(&ipath, format!("group {id:?} is listed twice"));
@@ -391,11 +396,11 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
         }
         let source_dest_check = match field(fields, "source_dest_check") {
             None => Some(true),
-            Some(v) => p.boolean(&join(&path, "source_dest_check"), v),
+            Some(v) => p.boolean(&Key(&path, "source_dest_check"), v),
         };
         let audit = match field(fields, "audit") {
             None => Some(false),
-            Some(v) => p.boolean(&join(&path, "audit"), v),
+            Some(v) => p.boolean(&Key(&path, "audit"), v),
         };
         if let (Some(id), Some(role), Some(source_dest_check), Some(audit)) = (id, role, source_dest_check, audit) {
             out.push(ReadInstance {
@@ -507,8 +512,13 @@ pub fn assemble(
     Ok(Document { security_groups, prefix_lists: lists.into_iter().map(|l| l.list).collect(), instances })
 }
 
-pub(super) fn required_id(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {
-    let kpath = join(path, key);
+pub(super) fn required_id(
+    p: &mut Problems,
+    path: &(impl fmt::Display + ?Sized),
+    fields: &[(String, Json)],
+    key: &str,
+) -> Option<String> {
+    let kpath = Key(path, key);
     match field(fields, key) {
         None => {
             p.add(&kpath, "missing");
@@ -525,8 +535,13 @@ pub(super) fn required_id(p: &mut Problems, path: &str, fields: &[(String, Json)
     }
 }
 
-pub(super) fn optional_text(p: &mut Problems, path: &str, fields: &[(String, Json)], key: &str) -> Option<String> {
-    let kpath = join(path, key);
+pub(super) fn optional_text(
+    p: &mut Problems,
+    path: &(impl fmt::Display + ?Sized),
+    fields: &[(String, Json)],
+    key: &str,
+) -> Option<String> {
+    let kpath = Key(path, key);
     let s = p.string(&kpath, field(fields, key)?)?;
     if s.len() > limits::TEXT_LEN {
         p.add(&kpath, format!("longer than {} bytes", limits::TEXT_LEN));

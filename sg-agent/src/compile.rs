@@ -347,7 +347,7 @@ fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], counters
     // Only the prefix lengths the table uses can hold ancestors: a handful, not 33 or 129.
     let lengths: BTreeSet<(bool, u8)> = by_prefix.keys().map(|n| (n.addr().is_ipv4(), n.prefix_len())).collect();
     for net in by_prefix.keys() {
-        let mut reach: BTreeSet<usize> = BTreeSet::new();
+        let mut reach: Vec<usize> = Vec::new();
         let candidates = lengths.iter().filter(|(v4, len)| *v4 == net.addr().is_ipv4() && *len <= net.prefix_len());
         for &(_, len) in candidates {
             let ancestor = IpNet::new(net.addr(), len).map(|n| n.trunc());
@@ -355,7 +355,8 @@ fn compile_table(table: u32, rules: &[&FlatRule], others: &[&FlatRule], counters
                 reach.extend(rs.iter().copied());
             }
         }
-        let reach: Vec<usize> = reach.into_iter().collect();
+        reach.sort_unstable();
+        reach.dedup();
         let (family, addr) = addr_key(net);
         let next_class = classes.len() as u32;
         let class = *classes.entry((family, reach.clone())).or_insert_with(|| {
@@ -391,12 +392,11 @@ fn emit_class_rules(
     let counter_of = |id: u32| counters.get(id as usize).copied().unwrap_or(1);
     let reached: Vec<&FlatRule> = reach.iter().filter_map(|&i| rules.get(i).copied()).collect();
     let all_rules: Vec<&&FlatRule> = reached.iter().filter(|r| r.protocol == Protocol::All).collect();
-    let mut protos: BTreeSet<u8> = reached.iter().filter_map(|r| r.protocol.number()).collect();
+    let mut protos: Vec<u8> = reached.iter().filter_map(|r| r.protocol.number()).collect();
     if !all_rules.is_empty() {
         // TCP and UDP get explicit entries whenever an all-protocol rule applies, so that their
         // untracked flag can differ from the wildcard's (other protocols are always tracked).
-        protos.insert(IPPROTO_TCP);
-        protos.insert(IPPROTO_UDP);
+        protos.extend([IPPROTO_TCP, IPPROTO_UDP]);
         let first = all_rules.iter().map(|r| r.id).min().unwrap_or(u32::MAX);
         out.rule_entries.push(RuleEntry {
             key: RuleKey { slot: 0, table, class, proto: 0, port: [0; 2], _pad: 0 },
@@ -404,6 +404,8 @@ fn emit_class_rules(
             value: RuleMatch { rule: first, flags: 0, counter: counter_of(first) },
         });
     }
+    protos.sort_unstable();
+    protos.dedup();
     for proto in protos {
         let intervals: Vec<(u16, u16, SegmentValue)> = reached
             .iter()
@@ -436,20 +438,27 @@ fn emit_class_rules(
 /// and "untracked" if any covering rule makes the flow untracked; merges equal neighbours.
 /// A sweep over interval ends: O(n log n) in the number of intervals.
 fn segments(intervals: &[(u16, u16, SegmentValue)]) -> Vec<(u16, u16, SegmentValue)> {
-    // Events at u32 positions so that `hi + 1` of 65535 fits.
-    let mut events: BTreeMap<u32, Vec<(bool, usize)>> = BTreeMap::new();
-    for (i, (lo, hi, _)) in intervals.iter().enumerate() {
-        events.entry(u32::from(*lo)).or_default().push((true, i));
-        events.entry(u32::from(*hi) + 1).or_default().push((false, i));
+    // The common case (a peer class with one rule for the protocol) needs no sweep.
+    if let [single] = intervals {
+        return vec![*single];
     }
+    // (position, starts, interval index), at u32 positions so that `hi + 1` of 65535 fits;
+    // sorted by position, so each run of equal positions is one step of the sweep.
+    let mut events: Vec<(u32, bool, usize)> = Vec::with_capacity(intervals.len() * 2);
+    for (i, (lo, hi, _)) in intervals.iter().enumerate() {
+        events.push((u32::from(*lo), true, i));
+        events.push((u32::from(*hi) + 1, false, i));
+    }
+    events.sort_unstable();
     let mut active_rules: BTreeMap<u32, usize> = BTreeMap::new();
     let mut active_untracked = 0usize;
     let mut out: Vec<(u16, u16, SegmentValue)> = Vec::new();
-    let positions: Vec<u32> = events.keys().copied().collect();
-    for (n, (pos, changes)) in events.iter().enumerate() {
-        for (start, i) in changes {
-            let Some(&(_, _, value)) = intervals.get(*i) else { continue };
-            if *start {
+    let mut step = 0;
+    while let Some(&(pos, _, _)) = events.get(step) {
+        let step_end = events.iter().skip(step).position(|e| e.0 != pos).map_or(events.len(), |n| step + n);
+        for &(_, start, i) in events.get(step..step_end).unwrap_or_default() {
+            let Some(&(_, _, value)) = intervals.get(i) else { continue };
+            if start {
                 *active_rules.entry(value.rule).or_default() += 1;
                 active_untracked += usize::from(value.untracked);
             } else {
@@ -462,12 +471,14 @@ fn segments(intervals: &[(u16, u16, SegmentValue)]) -> Vec<(u16, u16, SegmentVal
                 active_untracked -= usize::from(value.untracked);
             }
         }
+        step = step_end;
         let Some(&first) = active_rules.keys().next() else { continue };
-        let Some(&end) = positions.get(n + 1) else { continue };
+        // An interval is active, so one of its ends comes later.
+        let Some(&(end, _, _)) = events.get(step) else { continue };
         let value = SegmentValue { rule: first, untracked: active_untracked > 0 };
-        let (lo, hi) = (*pos as u16, (end - 1) as u16);
+        let (lo, hi) = (pos as u16, (end - 1) as u16);
         match out.last_mut() {
-            Some(last) if last.2 == value && u32::from(last.1) + 1 == *pos => last.1 = hi,
+            Some(last) if last.2 == value && u32::from(last.1) + 1 == pos => last.1 = hi,
             _ => out.push((lo, hi, value)),
         }
     }
@@ -497,6 +508,14 @@ mod tests {
     fn segments_or_the_untracked_flag() {
         let s = segments(&[(0, 65535, v(1, false)), (80, 80, v(3, true))]);
         assert_eq!(s, vec![(0, 79, v(1, false)), (80, 80, v(1, true)), (81, 65535, v(1, false))]);
+    }
+
+    #[test]
+    fn segments_handle_ends_and_starts_at_one_position() {
+        // 101 is where rule 1 ends (hi + 1) and rule 2 starts; 65535 is the last port.
+        let s = segments(&[(0, 100, v(1, false)), (101, 65535, v(2, false)), (50, 65535, v(3, true))]);
+        assert_eq!(s, vec![(0, 49, v(1, false)), (50, 100, v(1, true)), (101, 65535, v(2, true))]);
+        assert_eq!(segments(&[(7, 7, v(4, false))]), vec![(7, 7, v(4, false))]);
     }
 
     #[test]

@@ -437,60 +437,86 @@ impl Drop for Agent {
 
 pub const SHORT: Duration = Duration::from_millis(700);
 
-/// A TCP server in a namespace that answers every connection with "ok\n"; stopped on drop.
-pub struct TcpServer {
+/// A thread serving in a namespace until dropped (the servers below).
+struct ServerThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    pub accepted: Arc<AtomicUsize>,
 }
 
-impl TcpServer {
-    pub fn start(ns: &Netns, addr: IpAddr, port: u16) -> TcpServer {
+impl ServerThread {
+    /// Runs `open` in `ns` (binding a socket), then `serve(socket, stop)` there; returns once
+    /// the socket is bound, so that a test's first packet finds it.
+    fn start<S: 'static>(
+        ns: &Netns,
+        open: impl FnOnce() -> S + Send + 'static,
+        serve: impl FnOnce(S, &AtomicBool) + Send + 'static,
+    ) -> ServerThread {
         let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (s, a) = (stop.clone(), accepted.clone());
+        let s = stop.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = ns.spawn(move || {
+            let socket = open();
+            let _ = ready_tx.send(());
+            serve(socket, &s);
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
+        ServerThread { stop, thread: Some(thread) }
+    }
+
+    /// Accepts TCP connections on `addr:port`, each handled by `handle` on its own thread.
+    fn tcp(ns: &Netns, addr: IpAddr, port: u16, handle: fn(TcpStream)) -> ServerThread {
+        let open = move || {
             let listener = TcpListener::bind(SocketAddr::new(addr, port)).expect("bind");
             listener.set_nonblocking(true).expect("nonblocking");
-            let _ = ready_tx.send(());
-            while !s.load(Ordering::Relaxed) {
+            listener
+        };
+        ServerThread::start(ns, open, move |listener, stop| {
+            while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        a.fetch_add(1, Ordering::Relaxed);
+                    Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                        // Echo every line back until the peer closes (long-lived connections).
-                        std::thread::spawn(move || {
-                            let _ = stream.write_all(b"ok\n");
-                            let mut buf = [0u8; 4096];
-                            loop {
-                                match stream.read(&mut buf) {
-                                    Ok(0) | Err(_) => break,
-                                    Ok(n) => {
-                                        if stream.write_all(&buf[..n]).is_err() {
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
-                        });
+                        std::thread::spawn(move || handle(stream));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
-        TcpServer { stop, thread: Some(thread), accepted }
+        })
     }
 }
 
-impl Drop for TcpServer {
+impl Drop for ServerThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A TCP server in a namespace that answers every connection with "ok\n" and then echoes
+/// what it receives (long-lived connections); stopped on drop.
+pub struct TcpServer {
+    _thread: ServerThread,
+}
+
+impl TcpServer {
+    pub fn start(ns: &Netns, addr: IpAddr, port: u16) -> TcpServer {
+        let greet_and_echo = |mut stream: TcpStream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = stream.write_all(b"ok\n");
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        TcpServer { _thread: ServerThread::tcp(ns, addr, port, greet_and_echo) }
     }
 }
 
@@ -533,40 +559,30 @@ impl LongConnection {
 
 /// A UDP echo server; stopped on drop.
 pub struct UdpServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: ServerThread,
+    /// Datagrams received so far.
     pub received: Arc<AtomicUsize>,
 }
 
 impl UdpServer {
     pub fn start(ns: &Netns, addr: IpAddr, port: u16) -> UdpServer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicUsize::new(0));
-        let (s, r) = (stop.clone(), received.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = ns.spawn(move || {
+        let open = move || {
             let socket = UdpSocket::bind(SocketAddr::new(addr, port)).expect("bind");
             socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-            let _ = ready_tx.send(());
+            socket
+        };
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
+        let echo = move |socket: UdpSocket, stop: &AtomicBool| {
             let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    r.fetch_add(1, Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let _ = socket.send_to(&buf[..n], from);
                 }
             }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
-        UdpServer { stop, thread: Some(thread), received }
-    }
-}
-
-impl Drop for UdpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        };
+        UdpServer { _thread: ServerThread::start(ns, open, echo), received }
     }
 }
 
@@ -766,51 +782,24 @@ fn connect_with_timeout(stream: TcpStream, to: SocketAddr) -> bool {
 /// sending side, answers with the byte count: for bulk transfers in one direction (path MTU
 /// discovery tests). Stopped on drop.
 pub struct SinkServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: ServerThread,
 }
 
 impl SinkServer {
     pub fn start(ns: &Netns, addr: IpAddr, port: u16) -> SinkServer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = ns.spawn(move || {
-            let listener = TcpListener::bind(SocketAddr::new(addr, port)).expect("bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            let _ = ready_tx.send(());
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
-                        std::thread::spawn(move || {
-                            let mut total = 0usize;
-                            let mut buf = [0u8; 65536];
-                            while let Ok(n) = stream.read(&mut buf) {
-                                if n == 0 {
-                                    break;
-                                }
-                                total += n;
-                            }
-                            let _ = stream.write_all(format!("{total}\n").as_bytes());
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        let count_bytes = |mut stream: TcpStream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+            let mut total = 0usize;
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
                 }
+                total += n;
             }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
-        SinkServer { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for SinkServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+            let _ = stream.write_all(format!("{total}\n").as_bytes());
+        };
+        SinkServer { _thread: ServerThread::tcp(ns, addr, port, count_bytes) }
     }
 }
 

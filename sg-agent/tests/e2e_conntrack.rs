@@ -37,6 +37,16 @@ fn servers(host: &Host, port: u16) -> Vec<TcpServer> {
     [v4(host), v6(host)].into_iter().map(|a| TcpServer::start(&host.ns, a, port)).collect()
 }
 
+/// One long-lived connection from `client` to each of `server`'s addresses, checked to work.
+fn connections(client: &Host, server: &Host, port: u16) -> Vec<LongConnection> {
+    let mut conns: Vec<LongConnection> =
+        [v4(server), v6(server)].map(|a| LongConnection::open(&client.ns, a, port)).into();
+    for conn in &mut conns {
+        assert!(conn.roundtrip("before\n"));
+    }
+    conns
+}
+
 #[test]
 fn a_tracked_connection_outlives_the_rule_that_admitted_it() {
     if !privileged() {
@@ -46,10 +56,7 @@ fn a_tracked_connection_outlives_the_rule_that_admitted_it() {
     let agent = start_agent(&topo.node, &web_policy(ALLOW_8080, NARROW_EGRESS), &[]);
     let (web, c) = (topo.host("veth-web"), topo.host("veth-c"));
     let _servers = servers(web, 8080);
-    let mut conns: Vec<LongConnection> = [v4(web), v6(web)].map(|a| LongConnection::open(&c.ns, a, 8080)).into();
-    for conn in &mut conns {
-        assert!(conn.roundtrip("before\n"));
-    }
+    let mut conns = connections(c, web, 8080);
     agent.apply_ok(&web_policy("", NARROW_EGRESS));
     for (conn, addr) in conns.iter_mut().zip([v4(web), v6(web)]) {
         assert!(conn.roundtrip("after the rule is gone\n"), "tracked connection to {addr} keeps working");
@@ -67,10 +74,7 @@ fn an_untracked_flow_is_cut_as_soon_as_its_rule_goes() {
     let agent = start_agent(&topo.node, &web_policy(ALLOW_8080, ALL_EGRESS), &[]);
     let (web, c) = (topo.host("veth-web"), topo.host("veth-c"));
     let _servers = servers(web, 8080);
-    let mut conns: Vec<LongConnection> = [v4(web), v6(web)].map(|a| LongConnection::open(&c.ns, a, 8080)).into();
-    for conn in &mut conns {
-        assert!(conn.roundtrip("before\n"));
-    }
+    let mut conns = connections(c, web, 8080);
     let tracked_before = agent.status()["conntrack"]["entries"].as_u64().unwrap();
     assert!(agent.counter("allowed_untracked") > 0, "the flow was allowed as untracked");
     let flows = agent.cli(&["conntrack", "list", "--json", "--port", "8080"]);
@@ -95,7 +99,7 @@ fn conntrack_flush_cuts_a_tracked_flow() {
     let agent = start_agent(&topo.node, &web_policy(ALLOW_8080, NARROW_EGRESS), &[]);
     let (web, c) = (topo.host("veth-web"), topo.host("veth-c"));
     let _servers = servers(web, 8080);
-    let mut conns: Vec<LongConnection> = [v4(web), v6(web)].map(|a| LongConnection::open(&c.ns, a, 8080)).into();
+    let mut conns = connections(c, web, 8080);
     let list = agent.cli(&["conntrack", "list", "--json", "--instance", "web", "--protocol", "tcp"]);
     assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
     let flows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();

@@ -8,7 +8,8 @@ use libfuzzer_sys::fuzz_target;
 use sg_agent::{compile::Compiled, emulator::Emulator};
 use sg_common::{
     packet::{Frame, Packet, parse_frame},
-    verdict::{Hook, judge},
+    orientation::Hook,
+    verdict::judge,
 };
 
 const POLICY: &str = r#"{

@@ -21,7 +21,7 @@ use tokio::{
 use crate::{
     compile::{self, Compiled},
     control::{self, Request, Response},
-    datapath::{self, Datapath, DatapathError, LoadOptions, Maps, PinLayout},
+    datapath::{self, DatapathError, Enforcer, LoadOptions, Maps, PinLayout},
     policy::{self, Document, Invalid},
     status,
 };
@@ -79,7 +79,7 @@ pub struct GcStats {
 }
 
 pub struct Agent {
-    pub datapath: Datapath,
+    pub enforcer: Enforcer,
     pub gc: Arc<std::sync::Mutex<GcStats>>,
     pub generation: u64,
     pub applied_at: Option<SystemTime>,
@@ -101,10 +101,10 @@ pub struct RuleHits {
 }
 
 impl Agent {
-    pub fn new(datapath: Datapath) -> Result<Agent, DatapathError> {
-        let generation = datapath.maps.live()?.map_or(0, |l| l.generation);
+    pub fn new(enforcer: Enforcer) -> Result<Agent, DatapathError> {
+        let generation = enforcer.maps.live()?.map_or(0, |l| l.generation);
         Ok(Agent {
-            datapath,
+            enforcer,
             gc: Arc::default(),
             generation,
             applied_at: None,
@@ -119,7 +119,7 @@ impl Agent {
         let started = std::time::Instant::now();
         let (doc, compiled) = prepare(document, instances)?;
         let generation = self.generation + 1;
-        self.datapath.install(&compiled, generation)?;
+        self.enforcer.install(&compiled, generation)?;
         let previous = self.document.as_ref().zip(self.compiled.as_ref());
         let changes = crate::changes::diff(previous, &doc, &compiled);
         self.generation = generation;
@@ -154,14 +154,14 @@ impl Agent {
         let Some(compiled) = &self.compiled else { return };
         let keep: std::collections::HashSet<u64> =
             compiled.rules.iter().map(crate::compile::RuleRef::counter_id).collect();
-        self.datapath.maps.prune_rule_counters(&keep);
+        self.enforcer.maps.prune_rule_counters(&keep);
         if let Ok(mut names) = self.names.lock() {
             names.rules = crate::flows::rule_names(compiled);
             names.interfaces = compiled
                 .ifaces
                 .iter()
                 .filter_map(|i| {
-                    let ifindex = self.datapath.attached.get(&i.interface)?.ifindex;
+                    let ifindex = self.enforcer.attached.get(&i.interface)?.ifindex;
                     Some((ifindex, (i.interface.clone(), Some(i.instance.clone()))))
                 })
                 .collect();
@@ -171,7 +171,7 @@ impl Agent {
     /// Every rule of the live policy with its hits.
     pub fn rule_hits(&self) -> Vec<RuleHits> {
         let Some(compiled) = &self.compiled else { return Vec::new() };
-        let hits = self.datapath.maps.rule_hits();
+        let hits = self.enforcer.maps.rule_hits();
         compiled
             .rules
             .iter()
@@ -193,7 +193,7 @@ impl Agent {
     /// applies the document as the next generation.
     pub fn start(&mut self, document: &str, instances: Option<&str>) -> Result<u64, ApplyError> {
         let (doc, compiled) = prepare(document, instances)?;
-        if let Some(generation) = self.datapath.adopt(&compiled)? {
+        if let Some(generation) = self.enforcer.adopt(&compiled)? {
             log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
             self.generation = generation;
             self.document = Some(doc);
@@ -205,7 +205,7 @@ impl Agent {
     }
 
     pub fn status(&self) -> Result<status::Status, DatapathError> {
-        status::collect(&self.datapath.maps, self.datapath.pins(), Some(self))
+        status::collect(&self.enforcer.maps, self.enforcer.pins(), Some(self))
     }
 }
 
@@ -244,7 +244,7 @@ pub async fn run(opts: RunOptions) -> u8 {
         eprintln!("{}", status::format_invalid(&opts.policy, &e));
         return 2;
     }
-    let mut datapath = match Datapath::load(opts.pins.clone(), opts.load.clone()) {
+    let mut datapath = match Enforcer::load(opts.pins.clone(), opts.load.clone()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -273,7 +273,7 @@ pub async fn run(opts: RunOptions) -> u8 {
             return 1;
         }
     };
-    let flow_tx = agent.datapath.flow_maps.take().and_then(|(ring, config)| {
+    let flow_tx = agent.enforcer.flow_maps.take().and_then(|(ring, config)| {
         let counters = Maps::from_pins(&opts.pins).ok();
         let skipped = move || counters.as_ref().map_or(0, Maps::flow_events_skipped);
         match crate::flows::FlowLogger::start(ring, config, agent.names.clone(), skipped, opts.flow_window) {
@@ -371,7 +371,7 @@ fn handle(agent: &mut Agent, request: Request) -> (Response, bool) {
                 Err(e) => (Response::error(2, e.to_string()), false),
             }
         }
-        Request::Teardown => match datapath::teardown(agent.datapath.pins()) {
+        Request::Teardown => match datapath::teardown(agent.enforcer.pins()) {
             Ok(detached) => (Response::ok(serde_json::json!({ "detached": detached })), true),
             Err(e) => (Response::error(1, e.to_string()), false),
         },

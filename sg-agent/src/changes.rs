@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     compile::Compiled,
-    policy::{Document, Peer, Ports, Protocol, RuleDirection},
+    policy::{Direction, Document, Peer, Ports, Protocol},
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub struct Changes {
     pub instances_detached: Vec<String>,
 }
 
-type RuleIdentity = (String, RuleDirection, Protocol, Ports, Peer);
+type RuleIdentity = (String, Direction, Protocol, Ports, Peer);
 
 fn rules(c: &Compiled) -> BTreeMap<RuleIdentity, usize> {
     let mut out = BTreeMap::new();

@@ -14,7 +14,7 @@ use crate::{
     control::{self, DEFAULT_SOCKET, Request, Response},
     datapath::{self, LoadOptions, Maps, PinLayout, TcModeChoice, XdpModeChoice, pins::DEFAULT_PIN_PATH},
     explain::{Explanation, Query},
-    policy::{self, RuleDirection, aws, json::Problems, native},
+    policy::{self, Direction, aws, json::Problems, native},
     status,
 };
 
@@ -116,8 +116,9 @@ pub enum Command {
     Explain {
         #[arg(long)]
         instance: String,
-        #[arg(long, value_enum)]
-        direction: RuleDirection,
+        /// ingress or egress, as seen by the instance.
+        #[arg(long)]
+        direction: Direction,
         /// tcp, udp, icmp, icmpv6 or a protocol number.
         #[arg(long)]
         protocol: String,

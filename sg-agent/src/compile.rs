@@ -22,21 +22,20 @@ use ipnet::IpNet;
 use sg_common::{
     maps::{
         IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey,
-        PeerKey, ROLE_HOST, ROLE_WORKLOAD, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity,
-        peer_key_bits, rule_key_bits,
+        PeerKey, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity, peer_key_bits, rule_key_bits,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::range_prefixes,
 };
 
-use crate::policy::{Document, Instance, Invalid, Peer, Ports, Protocol, Role, RuleDirection};
+use crate::policy::{Direction, Document, Instance, Invalid, Peer, Ports, Protocol, Role};
 
 /// One flat rule: a (group, direction, rule, peer) of the document. Its index in
 /// [`Compiled::rules`] is the id the datapath reports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleRef {
     pub group: String,
-    pub direction: RuleDirection,
+    pub direction: Direction,
     /// Index of the rule in the group's list for that direction.
     pub rule_index: usize,
     pub protocol: Protocol,
@@ -88,7 +87,7 @@ impl std::fmt::Display for RuleRef {
             self.rule_index,
             self.protocol,
             self.ports,
-            if self.direction == RuleDirection::Ingress { "from" } else { "to" },
+            if self.direction == Direction::Ingress { "from" } else { "to" },
             self.peer
         )
     }
@@ -167,9 +166,9 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
     let mut untracked_tables: HashSet<u32> = HashSet::new();
 
     for (set_id, set) in sets.iter().enumerate() {
-        for direction in [RuleDirection::Ingress, RuleDirection::Egress] {
+        for direction in [Direction::Ingress, Direction::Egress] {
             let table = table_id(set_id as u32, direction);
-            let rules_of = |d: RuleDirection| -> Vec<&FlatRule> {
+            let rules_of = |d: Direction| -> Vec<&FlatRule> {
                 set.iter().filter_map(|g| flat.get(*g)).flat_map(|g| g.rules(d)).collect()
             };
             let (rules, others) = (rules_of(direction), rules_of(direction.opposite()));
@@ -208,8 +207,8 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
 }
 
 /// Table ids: two per group set.
-pub fn table_id(set: u32, direction: RuleDirection) -> u32 {
-    set * 2 + u32::from(direction == RuleDirection::Egress)
+pub fn table_id(set: u32, direction: Direction) -> u32 {
+    set * 2 + u32::from(direction == Direction::Egress)
 }
 
 fn compile_iface(instance: &Instance, index: u32, set: u32) -> CompiledIface {
@@ -225,9 +224,9 @@ fn compile_iface(instance: &Instance, index: u32, set: u32) -> CompiledIface {
         instance: instance.id.clone(),
         config: IfaceConfig {
             instance: index,
-            ingress_table: table_id(set, RuleDirection::Ingress),
-            egress_table: table_id(set, RuleDirection::Egress),
-            role: if instance.role == Role::Host { ROLE_HOST } else { ROLE_WORKLOAD },
+            ingress_table: table_id(set, Direction::Ingress),
+            egress_table: table_id(set, Direction::Egress),
+            role: instance.role as u8,
             flags,
             _pad: [0; 2],
         },
@@ -249,10 +248,10 @@ struct FlatGroup {
 }
 
 impl FlatGroup {
-    fn rules(&self, direction: RuleDirection) -> &[FlatRule] {
+    fn rules(&self, direction: Direction) -> &[FlatRule] {
         match direction {
-            RuleDirection::Ingress => &self.ingress,
-            RuleDirection::Egress => &self.egress,
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
         }
     }
 }
@@ -270,7 +269,7 @@ fn flatten(doc: &Document, refs: &mut Vec<RuleRef>) -> Vec<FlatGroup> {
     let mut groups = Vec::with_capacity(doc.security_groups.len());
     for group in &doc.security_groups {
         let mut flat = FlatGroup::default();
-        for direction in [RuleDirection::Ingress, RuleDirection::Egress] {
+        for direction in [Direction::Ingress, Direction::Egress] {
             for (rule_index, rule) in group.rules(direction).iter().enumerate() {
                 for peer in &rule.peers {
                     let mut nets: Vec<IpNet> = match peer {
@@ -296,8 +295,8 @@ fn flatten(doc: &Document, refs: &mut Vec<RuleRef>) -> Vec<FlatGroup> {
                     });
                     let flat_rule = FlatRule { id, protocol: rule.protocol, range: rule.ports.key_range(), nets };
                     match direction {
-                        RuleDirection::Ingress => flat.ingress.push(flat_rule),
-                        RuleDirection::Egress => flat.egress.push(flat_rule),
+                        Direction::Ingress => flat.ingress.push(flat_rule),
+                        Direction::Egress => flat.egress.push(flat_rule),
                     }
                 }
             }
@@ -527,7 +526,7 @@ mod tests {
     fn web_rule(rule_index: usize, from: &str) -> RuleRef {
         RuleRef {
             group: "web".into(),
-            direction: RuleDirection::Ingress,
+            direction: Direction::Ingress,
             rule_index,
             protocol: Protocol::Tcp,
             ports: Ports::Range(443, 443),

@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde::{Deserialize, Serialize};
 use sg_common::{
     conntrack::{CtState, is_expired},
-    maps::{CtEntry, CtKey, ROLE_HOST, Settings, addr_to_ip},
-    verdict::Hook,
+    maps::{CtEntry, CtKey, Settings, addr_to_ip},
+    orientation::{Hook, Role},
 };
 
 use crate::{
@@ -99,7 +99,7 @@ fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, 
     };
     let (src_port, dst_port) = if key.proto == 6 || key.proto == 17 { (sport, dport) } else { (key.far_port, 0) };
     // A workload interface receives what its instance sends; a host NIC receives what comes in.
-    let inbound = (role == ROLE_HOST) == (origin == Hook::Receive);
+    let inbound = (Role::from_u8(role) == Role::Host) == (origin == Hook::Receive);
     let idle = u64::from(sg_common::conntrack::seconds(now).saturating_sub(entry.last_seen));
     let timeout = u64::from(sg_common::conntrack::timeout_secs(entry, key.proto, settings));
     Flow {

@@ -13,7 +13,7 @@ use sg_common::{
         ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
         RULE_KEY_FIXED_BITS, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits, rule_key_bits,
     },
-    verdict::Datapath,
+    verdict::VerdictMaps,
 };
 
 use crate::compile::Compiled;
@@ -86,7 +86,7 @@ impl Emulator {
     }
 }
 
-impl Datapath for Emulator {
+impl VerdictMaps for Emulator {
     fn active(&self) -> Option<ActivePolicy> {
         Some(ActivePolicy { slot: 0, valid: 1, generation: 1 })
     }

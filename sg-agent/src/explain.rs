@@ -10,20 +10,20 @@ use serde::{Deserialize, Serialize};
 use sg_common::{
     maps::ip_to_addr,
     packet::{ICMP_NONE, Packet, icmp_kind},
-    verdict::{Direction, Hook, Reason, judge},
+    verdict::{Reason, judge},
 };
 
 use crate::{
     compile::{self, Compiled},
     emulator::Emulator,
-    policy::{Document, Invalid, Protocol, Role, RuleDirection},
+    policy::{Direction, Document, Invalid, Protocol},
 };
 
 /// The packet to explain, from the instance's point of view.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Query {
     pub instance: String,
-    pub direction: RuleDirection,
+    pub direction: Direction,
     /// tcp, udp, icmp, icmpv6, or a protocol number.
     pub protocol: String,
     /// The other end: the source of inbound traffic, the destination of outbound.
@@ -108,14 +108,12 @@ pub fn explain_compiled(doc: &Document, compiled: &Compiled, q: &Query) -> Resul
         _ => {}
     }
     let (src, dst) = match q.direction {
-        RuleDirection::Ingress => (q.peer, *local),
-        RuleDirection::Egress => (*local, q.peer),
+        Direction::Ingress => (q.peer, *local),
+        Direction::Egress => (*local, q.peer),
     };
     pkt.src = ip_to_addr(src).1;
     pkt.dst = ip_to_addr(dst).1;
-    let role = if instance.role == Role::Host { sg_common::maps::ROLE_HOST } else { sg_common::maps::ROLE_WORKLOAD };
-    let want = if q.direction == RuleDirection::Ingress { Direction::Ingress } else { Direction::Egress };
-    let hook = if Direction::of(role, Hook::Receive) == want { Hook::Receive } else { Hook::Transmit };
+    let hook = q.direction.hook(instance.role);
 
     let verdict = judge(&emulator, ifindex, hook, &pkt, 0);
     let rule = compiled.rules.get(verdict.rule as usize).filter(|_| verdict.pass);
@@ -128,7 +126,7 @@ pub fn explain_compiled(doc: &Document, compiled: &Compiled, q: &Query) -> Resul
             (None, Some(t)) => format!("type {t} code {}", q.icmp_code.map_or("0".into(), |c| c.to_string())),
             _ => String::new(),
         },
-        if q.direction == RuleDirection::Ingress { format!("from {}", q.peer) } else { format!("to {}", q.peer) }
+        if q.direction == Direction::Ingress { format!("from {}", q.peer) } else { format!("to {}", q.peer) }
     );
     let summary = match (verdict.reason, rule) {
         (Reason::AllowedByRule | Reason::AllowedUntracked, Some(r)) => format!(
@@ -184,7 +182,7 @@ mod tests {
       ]
     }"#;
 
-    fn q(direction: RuleDirection, protocol: &str, peer: &str, port: Option<u16>, icmp_type: Option<u8>) -> Query {
+    fn q(direction: Direction, protocol: &str, peer: &str, port: Option<u16>, icmp_type: Option<u8>) -> Query {
         Query {
             instance: "web-1".into(),
             direction,
@@ -203,7 +201,7 @@ mod tests {
 
     #[test]
     fn names_the_allowing_group_and_rule() {
-        let e = run(&q(RuleDirection::Ingress, "tcp", "198.51.100.7", Some(22), None));
+        let e = run(&q(Direction::Ingress, "tcp", "198.51.100.7", Some(22), None));
         assert!(e.allowed);
         assert_eq!((e.group.as_deref(), e.rule_index), (Some("sg-web"), Some(1)));
         assert!(e.summary.contains("198.51.100.0/24"), "{}", e.summary);
@@ -211,7 +209,7 @@ mod tests {
 
     #[test]
     fn says_when_nothing_allows_it() {
-        let e = run(&q(RuleDirection::Ingress, "tcp", "203.0.113.9", Some(22), None));
+        let e = run(&q(Direction::Ingress, "tcp", "203.0.113.9", Some(22), None));
         assert!(!e.allowed);
         assert_eq!(e.reason, "dropped_no_rule");
         assert!(e.summary.starts_with("DENIED: no rule of web-1's groups (sg-web)"), "{}", e.summary);
@@ -219,17 +217,17 @@ mod tests {
 
     #[test]
     fn group_references_resolve_to_members() {
-        let member = run(&q(RuleDirection::Ingress, "icmp", "10.0.2.10", None, Some(8)));
+        let member = run(&q(Direction::Ingress, "icmp", "10.0.2.10", None, Some(8)));
         assert_eq!((member.allowed, member.group.as_deref(), member.rule_index), (true, Some("sg-web"), Some(2)));
-        let stranger = run(&q(RuleDirection::Ingress, "icmp", "10.0.2.11", None, Some(8)));
+        let stranger = run(&q(Direction::Ingress, "icmp", "10.0.2.11", None, Some(8)));
         assert!(!stranger.allowed);
     }
 
     #[test]
     fn egress_and_instances_of_other_nodes() {
-        let e = run(&q(RuleDirection::Egress, "tcp", "192.0.2.1", Some(80), None));
+        let e = run(&q(Direction::Egress, "tcp", "192.0.2.1", Some(80), None));
         assert!(e.allowed && e.tracked == Some(true));
-        let mut remote = q(RuleDirection::Ingress, "tcp", "10.0.1.10", Some(443), None);
+        let mut remote = q(Direction::Ingress, "tcp", "10.0.1.10", Some(443), None);
         remote.instance = "app-1".into();
         let e = run(&remote);
         assert!(!e.allowed, "sg-app has no inbound rules");
@@ -239,9 +237,9 @@ mod tests {
     #[test]
     fn missing_arguments_are_reported() {
         let doc = crate::policy::load(DOC, None).unwrap();
-        let err = explain(&doc, &q(RuleDirection::Ingress, "tcp", "10.0.0.1", None, None)).unwrap_err();
+        let err = explain(&doc, &q(Direction::Ingress, "tcp", "10.0.0.1", None, None)).unwrap_err();
         assert!(err.to_string().contains("--port"));
-        let err = explain(&doc, &q(RuleDirection::Ingress, "tcp", "fd00::1", Some(1), None)).unwrap_err();
+        let err = explain(&doc, &q(Direction::Ingress, "tcp", "fd00::1", Some(1), None)).unwrap_err();
         assert!(err.to_string().contains("no IPv6 address"));
     }
 }

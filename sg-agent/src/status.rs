@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use serde::{Deserialize, Serialize};
-use sg_common::maps::{CtEntry, CtKey, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, ROLE_HOST};
+use sg_common::{
+    maps::{CtEntry, CtKey, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK},
+    orientation::Role,
+};
 
 use crate::{
     agent::{Agent, ApplyError, unix_seconds},
@@ -87,7 +90,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
         .into_iter()
         .map(|(ifindex, cfg)| {
             let interface = ifname(ifindex);
-            let attached = agent.and_then(|a| a.datapath.attached.get(&interface));
+            let attached = agent.and_then(|a| a.enforcer.attached.get(&interface));
             let instance = agent
                 .and_then(|a| a.compiled.as_ref())
                 .and_then(|c| c.ifaces.iter().find(|i| i.interface == interface))
@@ -96,7 +99,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
                 interface,
                 ifindex,
                 instance,
-                role: if cfg.role == ROLE_HOST { "host" } else { "workload" }.to_owned(),
+                role: Role::from_u8(cfg.role).name().to_owned(),
                 source_dest_check: cfg.flags & IFACE_SOURCE_DEST_CHECK != 0,
                 audit: cfg.flags & IFACE_AUDIT != 0,
                 xdp: attached.map(|a| a.xdp),
@@ -143,7 +146,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
         counters,
         programs: agent
             .map(|a| {
-                a.datapath
+                a.enforcer
                     .program_infos()
                     .into_iter()
                     .map(|(name, id, verified_instructions)| ProgramStatus { name, id, verified_instructions })

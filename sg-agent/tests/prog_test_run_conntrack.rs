@@ -42,7 +42,7 @@ const PASS: i32 = -1; // TC: continue (pass)
 const DROP: i32 = 2; // TC_ACT_SHOT
 
 fn entries(k: &Kernel) -> Vec<(CtKey, CtEntry)> {
-    k.datapath.maps.conntrack_entries()
+    k.enforcer.maps.conntrack_entries()
 }
 
 /// The single entry of protocol `proto`.
@@ -58,9 +58,9 @@ fn state(k: &Kernel) -> CtState {
 
 /// Moves an entry's last packet `secs` seconds into the past.
 fn age(k: &mut Kernel, key: &CtKey, secs: u64) {
-    let mut e = k.datapath.maps.conntrack.get(key, 0).unwrap();
+    let mut e = k.enforcer.maps.conntrack.get(key, 0).unwrap();
     e.last_seen -= secs as u32;
-    k.datapath.maps.conntrack.insert(key, e, 0).unwrap();
+    k.enforcer.maps.conntrack.insert(key, e, 0).unwrap();
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn tcp_replies_of_a_denied_direction_only_pass_when_tracked() {
     assert_eq!(k.xdp(&frames::tcp4(FAR, NODE, 443, 50000, TCP_SYN | TCP_ACK)), (XDP_PASS, "allowed_tracked"));
     let (key, e) = entry(&k, IPPROTO_TCP);
     assert_eq!((key.far_port, key.near_port), (443, 50000), "one entry, oriented by the interface");
-    assert_eq!(sg_common::conntrack::origin(&e), sg_common::verdict::Hook::Transmit, "first seen on transmit");
+    assert_eq!(sg_common::conntrack::origin(&e), sg_common::orientation::Hook::Transmit, "first seen on transmit");
 }
 
 #[test]
@@ -236,7 +236,7 @@ fn expired_entries_stop_admitting_and_are_collected() {
 
     // TCP established. The monotonic clock may not go back five days on a fresh machine, so
     // the timeout is shortened (the datapath reads it on every check).
-    k.datapath.write_settings(&Settings { tcp_established: 100, ..s }).unwrap();
+    k.enforcer.write_settings(&Settings { tcp_established: 100, ..s }).unwrap();
     assert_eq!(k.tc(&frames::tcp4(NODE, FAR, 50000, 443, TCP_SYN)), (PASS, "allowed_by_rule"));
     assert_eq!(k.xdp(&frames::tcp4(FAR, NODE, 443, 50000, TCP_SYN | TCP_ACK)), (XDP_PASS, "allowed_tracked"));
     let (key, _) = entry(&k, IPPROTO_TCP);
@@ -249,18 +249,18 @@ fn expired_entries_stop_admitting_and_are_collected() {
     assert_eq!(k.xdp(&frames::icmp4(PEER, NODE, 8, 0, 1)), (XDP_PASS, "allowed_by_rule"));
     let (key, _) = entry(&k, 1);
     age(&mut k, &key, 100);
-    k.datapath.write_settings(&Settings { icmp: 60, tcp_established: 100, ..s }).unwrap();
+    k.enforcer.write_settings(&Settings { icmp: 60, tcp_established: 100, ..s }).unwrap();
     assert_eq!(k.tc(&frames::icmp4(NODE, PEER, 0, 0, 1)), (DROP, "dropped_no_rule"));
 
     // GC removes what expired and keeps the rest.
     let before = entries(&k).len();
-    let (seen, removed) = sg_agent::agent::expire_conntrack(&mut k.datapath.maps).unwrap();
+    let (seen, removed) = sg_agent::agent::expire_conntrack(&mut k.enforcer.maps).unwrap();
     assert_eq!(seen, before);
     assert!(removed >= 3, "the expired UDP, TCP and ICMP entries go ({removed} of {seen})");
     assert!(entries(&k).iter().all(|(key, e)| !sg_common::conntrack::is_expired(
         e,
         key.proto,
-        &k.datapath.maps.read_settings().unwrap(),
+        &k.enforcer.maps.read_settings().unwrap(),
         sg_agent::agent::monotonic_ns()
     )));
 }
@@ -286,18 +286,18 @@ fn gc_reads_the_table_in_batches_and_removes_only_expired_entries() {
         // Every other entry went quiet 31 s ago: past the 30 s UDP timeout.
         let last_seen = if i % 2 == 0 { now - 31 } else { now };
         let entry = CtEntry { last_seen, rule: 0, state: 0, flags: 0 };
-        k.datapath.maps.conntrack.insert(key, entry, 0).unwrap();
+        k.enforcer.maps.conntrack.insert(key, entry, 0).unwrap();
     }
     let mut seen = 0;
     use aya::maps::IterableMap as _;
     use std::os::fd::AsFd as _;
-    sg_agent::datapath::batch::for_each(k.datapath.maps.conntrack.map().fd().as_fd(), |_: &CtKey, _: &CtEntry| {
+    sg_agent::datapath::batch::for_each(k.enforcer.maps.conntrack.map().fd().as_fd(), |_: &CtKey, _: &CtEntry| {
         seen += 1
     })
     .expect("batch lookup");
     assert_eq!(seen, n as usize, "the batch reader sees every entry exactly once");
     let started = std::time::Instant::now();
-    let (scanned, removed) = sg_agent::agent::expire_conntrack(&mut k.datapath.maps).unwrap();
+    let (scanned, removed) = sg_agent::agent::expire_conntrack(&mut k.enforcer.maps).unwrap();
     let took = started.elapsed();
     eprintln!(
         "GC: {scanned} entries scanned, {removed} removed in {took:?} ({:.0} ns per entry)",

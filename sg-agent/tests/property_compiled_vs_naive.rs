@@ -27,12 +27,13 @@ use serde_json::{Value, json};
 use sg_agent::{
     compile::{Compiled, compile},
     emulator::Emulator,
-    policy::{self, Document, Instance, Peer, Ports, Protocol, Role, Rule, RuleDirection},
+    policy::{self, Direction, Document, Instance, Peer, Ports, Protocol, Role, Rule},
 };
 use sg_common::{
     maps::{FAMILY_V4, FAMILY_V6},
+    orientation::Hook,
     packet::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_NONE, Packet, TCP_SYN, icmp_kind},
-    verdict::{Hook, Reason, Verdict, judge},
+    verdict::{Reason, Verdict, judge},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -59,10 +60,10 @@ impl NPkt {
 
 /// SPEC §2 `role`: a workload interface receives what the instance sends (outbound) and
 /// transmits what it receives (inbound); a host interface is the node's own NIC.
-fn naive_direction(role: Role, hook: Hook) -> RuleDirection {
+fn naive_direction(role: Role, hook: Hook) -> Direction {
     match (role, hook) {
-        (Role::Workload, Hook::Receive) | (Role::Host, Hook::Transmit) => RuleDirection::Egress,
-        (Role::Workload, Hook::Transmit) | (Role::Host, Hook::Receive) => RuleDirection::Ingress,
+        (Role::Workload, Hook::Receive) | (Role::Host, Hook::Transmit) => Direction::Egress,
+        (Role::Workload, Hook::Transmit) | (Role::Host, Hook::Receive) => Direction::Ingress,
     }
 }
 
@@ -119,10 +120,10 @@ fn naive_peer_is_everything(doc: &Document, peer: &Peer, family: u8) -> bool {
 }
 
 /// Whether `rule`'s `peer` matches the packet in direction `dir`.
-fn naive_rule_peer_matches(doc: &Document, rule: &Rule, peer: &Peer, dir: RuleDirection, p: &NPkt) -> bool {
+fn naive_rule_peer_matches(doc: &Document, rule: &Rule, peer: &Peer, dir: Direction, p: &NPkt) -> bool {
     let far = match dir {
-        RuleDirection::Ingress => p.src,
-        RuleDirection::Egress => p.dst,
+        Direction::Ingress => p.src,
+        Direction::Egress => p.dst,
     };
     naive_protocol_matches(rule.protocol, p.proto, p.family())
         && naive_ports_match(rule.protocol, rule.ports, p.port)
@@ -130,7 +131,7 @@ fn naive_rule_peer_matches(doc: &Document, rule: &Rule, peer: &Peer, dir: RuleDi
 }
 
 /// Every (group, rule, peer) of the instance's groups in direction `dir` that matches.
-fn naive_matches<'d>(doc: &'d Document, inst: &Instance, dir: RuleDirection, p: &NPkt) -> Vec<(&'d Rule, &'d Peer)> {
+fn naive_matches<'d>(doc: &'d Document, inst: &Instance, dir: Direction, p: &NPkt) -> Vec<(&'d Rule, &'d Peer)> {
     let mut out = Vec::new();
     for gid in &inst.security_groups {
         let group = doc.group(gid).expect("validated");
@@ -150,13 +151,13 @@ fn naive_matches<'d>(doc: &'d Document, inst: &Instance, dir: RuleDirection, p: 
 /// same protocol (or all) on every port 0-65535 to that all-addresses prefix. "Its replies make
 /// none either": a packet whose reverse (same addresses and ports, swapped) would start an
 /// untracked flow in the other direction is untracked as well.
-fn naive_untracked(doc: &Document, inst: &Instance, dir: RuleDirection, p: &NPkt) -> bool {
+fn naive_untracked(doc: &Document, inst: &Instance, dir: Direction, p: &NPkt) -> bool {
     let reverse = NPkt { src: p.dst, dst: p.src, port: p.sport, sport: p.port, ..*p };
     naive_starts_untracked(doc, inst, dir, p) || naive_starts_untracked(doc, inst, opposite(dir), &reverse)
 }
 
 /// Whether `p`, allowed by a rule of `dir`, starts an untracked flow.
-fn naive_starts_untracked(doc: &Document, inst: &Instance, dir: RuleDirection, p: &NPkt) -> bool {
+fn naive_starts_untracked(doc: &Document, inst: &Instance, dir: Direction, p: &NPkt) -> bool {
     if p.proto != 6 && p.proto != 17 {
         return false;
     }
@@ -177,10 +178,10 @@ fn naive_starts_untracked(doc: &Document, inst: &Instance, dir: RuleDirection, p
     for_everyone && responses
 }
 
-fn opposite(dir: RuleDirection) -> RuleDirection {
+fn opposite(dir: Direction) -> Direction {
     match dir {
-        RuleDirection::Ingress => RuleDirection::Egress,
-        RuleDirection::Egress => RuleDirection::Ingress,
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
     }
 }
 
@@ -188,8 +189,8 @@ fn opposite(dir: RuleDirection) -> RuleDirection {
 fn naive(doc: &Document, inst: &Instance, hook: Hook, p: &NPkt) -> (Reason, bool) {
     let dir = naive_direction(inst.role, hook);
     let local = match dir {
-        RuleDirection::Ingress => p.dst,
-        RuleDirection::Egress => p.src,
+        Direction::Ingress => p.dst,
+        Direction::Egress => p.src,
     };
     let own = inst.addresses.contains(&local);
     let reason = if inst.role == Role::Host && !own {
@@ -926,8 +927,8 @@ fn resolve(doc: &Document, u: &Universe, s: &PktSeed) -> (usize, Hook, NPkt) {
     let ported = matches!(proto, 6 | 17) || proto == icmp;
     let port = if ported { u.port(&s.port) } else { 0 };
     let (src, dst) = match naive_direction(inst.role, hook) {
-        RuleDirection::Ingress => (peer_addr, local_addr),
-        RuleDirection::Egress => (local_addr, peer_addr),
+        Direction::Ingress => (peer_addr, local_addr),
+        Direction::Egress => (local_addr, peer_addr),
     };
     (index, hook, NPkt { proto, src, dst, port, sport: u.port(&s.sport) })
 }

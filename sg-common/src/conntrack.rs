@@ -7,11 +7,11 @@ use crate::{
         CT_F_FIN_ORIGIN, CT_F_FIN_REPLY, CT_F_ORIGIN_TRANSMIT, CT_F_REPLIED, CT_F_STREAM, CT_ICMP_ECHO,
         CT_RULE_UNKNOWN, CtEntry, CtKey, Settings,
     },
+    orientation::Hook,
     packet::{
         ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Quoted,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
-    verdict::Hook,
 };
 
 /// State of a tracked flow ([`CtEntry::state`]).

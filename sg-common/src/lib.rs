@@ -10,6 +10,7 @@ pub mod conntrack;
 #[cfg(any(test, feature = "frames"))]
 pub mod frames;
 pub mod maps;
+pub mod orientation;
 pub mod packet;
 pub mod ports;
 pub mod verdict;

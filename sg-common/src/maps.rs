@@ -106,10 +106,6 @@ pub struct IfaceKey {
 }
 const _: () = assert!(size_of::<IfaceKey>() == 8);
 
-/// How an interface relates to its instance (SPEC §2 `role`).
-pub const ROLE_WORKLOAD: u8 = 0;
-pub const ROLE_HOST: u8 = 1;
-
 /// [`IfaceConfig::flags`]: drop packets whose own-side address is not the instance's.
 pub const IFACE_SOURCE_DEST_CHECK: u8 = 1 << 0;
 /// [`IfaceConfig::flags`]: audit (dry-run) mode; count what would be dropped, pass it.
@@ -130,6 +126,7 @@ pub struct IfaceConfig {
     pub ingress_table: u32,
     /// Rule table judging the instance's outbound traffic.
     pub egress_table: u32,
+    /// [`crate::orientation::Role`] as u8.
     pub role: u8,
     pub flags: u8,
     pub _pad: [u8; 2],
@@ -395,7 +392,7 @@ pub struct FlowEvent {
     pub reason: u8,
     pub sport: u16,
     pub dport: u16,
-    /// [`crate::verdict::Hook`]: 0 received, 1 transmitted.
+    /// [`crate::orientation::Hook`]: 0 received, 1 transmitted.
     pub hook: u8,
     pub _pad: [u8; 3],
     pub src: Addr,

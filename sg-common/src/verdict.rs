@@ -1,7 +1,7 @@
 //! The verdict: given a parsed packet and the maps, pass or drop, and why.
 //!
 //! This is the one implementation of SPEC §3's decision. The kernel programs call [`judge`] with
-//! their BPF maps behind the [`Datapath`] trait; the agent calls it with an in-memory copy of
+//! their BPF maps behind the [`VerdictMaps`] trait; the agent calls it with an in-memory copy of
 //! the compiled maps (`explain`, and the property test that checks the compiled policy against a
 //! plain evaluator of the document).
 
@@ -9,53 +9,12 @@ use crate::{
     conntrack::{self, Tracked},
     maps::{
         ActivePolicy, CT_RULE_UNKNOWN, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED,
-        IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, ROLE_HOST,
+        IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
         RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits,
     },
+    orientation::{Direction, Hook, Role},
     packet::{FRAG_FIRST, FRAG_LATER, ICMP_ERROR, IPPROTO_TCP, IPPROTO_UDP, Packet},
 };
-
-/// Where a program saw the packet on an interface.
-#[repr(u8)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// XDP: the interface received the frame.
-    Receive = 0,
-    /// TC egress: the interface is transmitting the frame.
-    Transmit = 1,
-}
-
-impl Hook {
-    #[inline(always)]
-    pub const fn opposite(self) -> Hook {
-        match self {
-            Hook::Receive => Hook::Transmit,
-            Hook::Transmit => Hook::Receive,
-        }
-    }
-    pub const fn from_u8(v: u8) -> Hook {
-        if v == 0 { Hook::Receive } else { Hook::Transmit }
-    }
-}
-
-/// Direction of a packet relative to the instance (which rule list judges it).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    /// SPEC §2 `role`: a workload interface leads *to* the instance, so what it receives the
-    /// instance sent; a host interface is the instance's own NIC.
-    #[inline(always)]
-    pub const fn of(role: u8, hook: Hook) -> Direction {
-        match (role == ROLE_HOST, hook) {
-            (false, Hook::Receive) | (true, Hook::Transmit) => Direction::Egress,
-            (false, Hook::Transmit) | (true, Hook::Receive) => Direction::Ingress,
-        }
-    }
-}
 
 /// Why a packet got its verdict; indexes `SG_COUNTERS`.
 #[repr(u32)]
@@ -187,7 +146,7 @@ impl Verdict {
 
 /// The maps [`judge`] reads and writes. Implemented over BPF maps in the kernel and over
 /// in-memory tables on the host.
-pub trait Datapath {
+pub trait VerdictMaps {
     fn active(&self) -> Option<ActivePolicy>;
     fn iface(&self, key: &IfaceKey) -> Option<IfaceConfig>;
     fn is_own_addr(&self, key: &OwnAddrKey) -> bool;
@@ -207,7 +166,7 @@ pub trait Datapath {
 
 /// Judges an IP packet seen at `hook` on interface `ifindex` at time `now_ns`.
 #[inline(always)]
-pub fn judge<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns: u64) -> Verdict {
+pub fn judge<D: VerdictMaps>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns: u64) -> Verdict {
     if pkt.fragment == FRAG_LATER {
         return judge_later_fragment(dp, ifindex, pkt);
     }
@@ -227,7 +186,7 @@ fn fragment_key(ifindex: u32, pkt: &Packet) -> FragKey {
 }
 
 #[inline(always)]
-fn judge_later_fragment<D: Datapath>(dp: &D, ifindex: u32, pkt: &Packet) -> Verdict {
+fn judge_later_fragment<D: VerdictMaps>(dp: &D, ifindex: u32, pkt: &Packet) -> Verdict {
     match dp.fragment(&fragment_key(ifindex, pkt)) {
         Some(first) if first.pass != 0 => Verdict::of(Reason::AllowedFragment),
         _ => Verdict::of(Reason::DroppedFragment),
@@ -235,7 +194,7 @@ fn judge_later_fragment<D: Datapath>(dp: &D, ifindex: u32, pkt: &Packet) -> Verd
 }
 
 #[inline(always)]
-fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns: u64) -> Verdict {
+fn judge_unfragmented<D: VerdictMaps>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packet, now_ns: u64) -> Verdict {
     // Fast path: a tracked flow passes whatever the rules say now (SPEC §3).
     let key = conntrack::flow_key(ifindex, hook, pkt);
     let mut tracked_rule = NO_RULE;
@@ -266,7 +225,7 @@ fn judge_unfragmented<D: Datapath>(dp: &D, ifindex: u32, hook: Hook, pkt: &Packe
 
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "internal step of judge; all are needed")]
-fn judge_by_policy<D: Datapath>(
+fn judge_by_policy<D: VerdictMaps>(
     dp: &D,
     slot: u32,
     cfg: &IfaceConfig,
@@ -276,13 +235,14 @@ fn judge_by_policy<D: Datapath>(
     key: &CtKey,
     now_ns: u64,
 ) -> Verdict {
-    let direction = Direction::of(cfg.role, hook);
+    let role = Role::from_u8(cfg.role);
+    let direction = Direction::of(role, hook);
     let (local, peer, table) = match direction {
         Direction::Ingress => (&pkt.dst, &pkt.src, cfg.ingress_table),
         Direction::Egress => (&pkt.src, &pkt.dst, cfg.egress_table),
     };
     let own = OwnAddrKey { slot, instance: cfg.instance, family: pkt.family, _pad: [0; 3], addr: *local };
-    if cfg.role == ROLE_HOST {
+    if role == Role::Host {
         // The node's NIC also carries traffic the node forwards to and from workloads; that is
         // judged by the workloads' own groups, not the node's.
         if !dp.is_own_addr(&own) {
@@ -329,7 +289,7 @@ fn judge_by_policy<D: Datapath>(
 /// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).
 /// Two lookups whatever the number of rules.
 #[inline(always)]
-pub fn lookup_rule<D: Datapath>(
+pub fn lookup_rule<D: VerdictMaps>(
     dp: &D,
     slot: u32,
     table: u32,

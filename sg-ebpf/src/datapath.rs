@@ -7,8 +7,9 @@ use sg_common::{
         ActivePolicy, Counter, CtEntry, CtKey, FlowEvent, FragKey, FragVerdict, IFACE_AUDIT, IfaceConfig, IfaceKey,
         OwnAddrKey, PeerKey, RuleKey, RuleMatch, Settings,
     },
+    orientation::Hook,
     packet::Packet,
-    verdict::{COUNTER_FLOW_EVENTS_SKIPPED, Datapath, Hook, Reason, Verdict},
+    verdict::{COUNTER_FLOW_EVENTS_SKIPPED, Reason, Verdict, VerdictMaps},
 };
 
 use crate::maps::{
@@ -18,7 +19,7 @@ use crate::maps::{
 
 pub struct KernelMaps;
 
-impl Datapath for KernelMaps {
+impl VerdictMaps for KernelMaps {
     #[inline(always)]
     fn active(&self) -> Option<ActivePolicy> {
         SG_ACTIVE.get(0).copied()

@@ -15,8 +15,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use sg_common::{
+    orientation::Hook,
     packet::{Frame, PacketView, parse_frame},
-    verdict::{Hook, Reason, Verdict, judge},
+    verdict::{Reason, Verdict, judge},
 };
 
 use crate::{

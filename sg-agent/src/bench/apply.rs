@@ -7,7 +7,7 @@ use std::{fmt::Write as _, time::Instant};
 use serde::Serialize;
 
 use super::{Stats, policy_with_rules, rule_port};
-use crate::{datapath::Datapath, lab::Netns};
+use crate::{datapath::Enforcer, lab::Netns};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyResult {
@@ -53,7 +53,7 @@ pub fn nft_ruleset(rules: usize, sets: bool) -> String {
     s
 }
 
-pub fn run(dp: &mut Datapath, rules: usize, rounds: usize, log: &dyn Fn(&str)) -> Vec<ApplyResult> {
+pub fn run(dp: &mut Enforcer, rules: usize, rounds: usize, log: &dyn Fn(&str)) -> Vec<ApplyResult> {
     let mut compile_ms = Vec::new();
     let mut swap_ms = Vec::new();
     let mut total_ms = Vec::new();

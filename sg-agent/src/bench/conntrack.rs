@@ -6,7 +6,7 @@ use serde::Serialize;
 use sg_common::maps::{CtEntry, CtKey};
 
 use super::Stats;
-use crate::{agent::expire_conntrack, datapath::Datapath};
+use crate::{agent::expire_conntrack, datapath::Enforcer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConntrackResult {
@@ -20,7 +20,7 @@ pub struct ConntrackResult {
     pub gc_ns_per_entry_none_expired: Stats,
 }
 
-fn fill(dp: &mut Datapath, n: usize, expired_every: usize) {
+fn fill(dp: &mut Enforcer, n: usize, expired_every: usize) {
     let now = sg_common::conntrack::seconds(crate::agent::monotonic_ns());
     for i in 0..n {
         let mut key = CtKey {
@@ -39,7 +39,7 @@ fn fill(dp: &mut Datapath, n: usize, expired_every: usize) {
     }
 }
 
-pub fn run(dp: &mut Datapath, gc_entries: usize, rounds: usize, log: &dyn Fn(&str)) -> ConntrackResult {
+pub fn run(dp: &mut Enforcer, gc_entries: usize, rounds: usize, log: &dyn Fn(&str)) -> ConntrackResult {
     let capacity = dp.maps.conntrack_capacity();
     let memory_bytes = dp.maps.conntrack_memory_bytes().unwrap_or(0);
     let mut half = Vec::new();

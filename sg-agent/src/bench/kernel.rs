@@ -17,7 +17,7 @@ use sg_common::{
 };
 
 use super::{Stats, policy_with_rules};
-use crate::datapath::Datapath;
+use crate::datapath::Enforcer;
 
 /// Where BPF_PROG_TEST_RUN frames arrive: the loopback interface of the runner's namespace.
 const LO: u32 = 1;
@@ -70,7 +70,7 @@ fn frame(family: u8, rule: usize, sport: u16, flags: u8) -> Vec<u8> {
     f
 }
 
-fn clear_conntrack(dp: &mut Datapath) {
+fn clear_conntrack(dp: &mut Enforcer) {
     let keys: Vec<CtKey> = dp.maps.conntrack_entries().into_iter().map(|(k, _): (CtKey, CtEntry)| k).collect();
     for k in keys {
         let _ = dp.maps.conntrack.remove(&k);
@@ -78,7 +78,7 @@ fn clear_conntrack(dp: &mut Datapath) {
 }
 
 /// Runs the kernel benchmarks on a loaded datapath (nothing attached).
-pub fn run(dp: &mut Datapath, rule_counts: &[usize], rounds: usize, log: &dyn Fn(&str)) -> Vec<KernelResult> {
+pub fn run(dp: &mut Enforcer, rule_counts: &[usize], rounds: usize, log: &dyn Fn(&str)) -> Vec<KernelResult> {
     const REPEAT: u32 = 200_000;
     const NEW_FLOWS: usize = 4096;
     let mut samples: Vec<(String, u8, usize, &'static str, Vec<f64>)> = Vec::new();

@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(doc.group("sg-bench").unwrap().ingress.len(), 301);
         let q = |peer: std::net::IpAddr, port: u16| crate::explain::Query {
             instance: "node".into(),
-            direction: crate::policy::RuleDirection::Ingress,
+            direction: crate::policy::Direction::Ingress,
             protocol: "tcp".into(),
             peer,
             port: Some(port),

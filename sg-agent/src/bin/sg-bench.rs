@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 use sg_agent::{
     bench::{apply, conntrack, e2e, kernel, report},
-    datapath::{Datapath, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
+    datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
     lab::Bpffs,
 };
 
@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
 
     let bpffs = Bpffs::new();
     let options = LoadOptions { conntrack_max: 1 << 20, xdp_mode: XdpModeChoice::Auto, tc_mode: TcModeChoice::Auto };
-    let mut dp = match Datapath::load(PinLayout::new(bpffs.pin_path()), options) {
+    let mut dp = match Enforcer::load(PinLayout::new(bpffs.pin_path()), options) {
         Ok(dp) => dp,
         Err(e) => {
             eprintln!("bench: loading the programs: {e}");

@@ -85,8 +85,9 @@ pub struct Attachment {
     pub tc: TcAttached,
 }
 
-/// The loaded programs and their maps.
-pub struct Datapath {
+/// The kernel side of enforcement: the loaded programs, their maps, and the interfaces they are
+/// attached to. Installs compiled policies (`install`) and takes over pinned state (`adopt`).
+pub struct Enforcer {
     pins: PinLayout,
     ebpf: Ebpf,
     pub maps: Maps,
@@ -121,10 +122,10 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-impl Datapath {
+impl Enforcer {
     /// Loads the programs, adopting any maps pinned under `pins` (a restart keeps its
     /// conntrack table and live policy), pinning the rest.
-    pub fn load(pins: PinLayout, options: LoadOptions) -> Result<Datapath, DatapathError> {
+    pub fn load(pins: PinLayout, options: LoadOptions) -> Result<Enforcer, DatapathError> {
         if !object_available() {
             return Err(DatapathError::NoObject);
         }
@@ -175,7 +176,7 @@ impl Datapath {
             _ => None,
         };
         let barrier = std::sync::Arc::new(RcuBarrier::new().map_err(DatapathError::RcuBarrier)?);
-        Ok(Datapath { pins, ebpf, maps, barrier, options, attached: BTreeMap::new(), flow_maps })
+        Ok(Enforcer { pins, ebpf, maps, barrier, options, attached: BTreeMap::new(), flow_maps })
     }
 
     pub fn pins(&self) -> &PinLayout {

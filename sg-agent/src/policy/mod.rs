@@ -15,6 +15,7 @@ use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
 pub use json::Problem;
+pub use sg_common::orientation::{Direction, Role};
 
 /// Limits, far above EC2's (60 rules per group and direction, 16 groups per interface), that
 /// keep a hostile or mistaken document from exhausting the agent or the kernel maps.
@@ -56,35 +57,11 @@ pub struct SecurityGroup {
     pub egress: Vec<Rule>,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleDirection {
-    Ingress,
-    Egress,
-}
-
-impl RuleDirection {
-    pub fn name(self) -> &'static str {
-        match self {
-            RuleDirection::Ingress => "ingress",
-            RuleDirection::Egress => "egress",
-        }
-    }
-    pub fn opposite(self) -> RuleDirection {
-        match self {
-            RuleDirection::Ingress => RuleDirection::Egress,
-            RuleDirection::Egress => RuleDirection::Ingress,
-        }
-    }
-}
-
 impl SecurityGroup {
-    pub fn rules(&self, direction: RuleDirection) -> &[Rule] {
+    pub fn rules(&self, direction: Direction) -> &[Rule] {
         match direction {
-            RuleDirection::Ingress => &self.ingress,
-            RuleDirection::Egress => &self.egress,
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
         }
     }
 
@@ -263,23 +240,6 @@ pub struct PrefixList {
     pub id: String,
     pub name: Option<String>,
     pub cidrs: Vec<IpNet>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// The interface leads to the instance (host side of a veth/tap).
-    Workload,
-    /// The interface is the node's own NIC; the instance is the node.
-    Host,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Workload => "workload",
-            Role::Host => "host",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 pub use sg_agent::lab::*;
 use sg_agent::{
     agent,
-    datapath::{Datapath, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
+    datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
 };
 
 /// Whether privileged tests can run here. When they cannot: with `SG_REQUIRE_PRIVILEGED=1`
@@ -36,7 +36,7 @@ pub fn start_agent(node: &Netns, policy: &str, extra: &[&str]) -> Agent {
 /// The programs loaded in this process with a policy for interface index 1 (`lo`, where
 /// `BPF_PROG_TEST_RUN` frames appear to arrive), for running crafted frames through them.
 pub struct Kernel {
-    pub datapath: Datapath,
+    pub enforcer: Enforcer,
     _bpffs: Bpffs,
 }
 
@@ -50,18 +50,18 @@ impl Kernel {
 
     pub fn load_with(policy: &str, conntrack_max: u32) -> Kernel {
         let bpffs = Bpffs::new();
-        let mut datapath = Datapath::load(
+        let mut enforcer = Enforcer::load(
             PinLayout::new(bpffs.pin_path()),
             LoadOptions { conntrack_max, xdp_mode: XdpModeChoice::Auto, tc_mode: TcModeChoice::Auto },
         )
         .expect("loading the programs");
         let (_, compiled) = agent::prepare(policy, None).expect("valid policy");
-        datapath.install_unattached(&compiled, &[1], 1).expect("installing the policy");
-        Kernel { datapath, _bpffs: bpffs }
+        enforcer.install_unattached(&compiled, &[1], 1).expect("installing the policy");
+        Kernel { enforcer, _bpffs: bpffs }
     }
 
     fn counters(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.datapath.maps.counters().expect("counters").into_iter().map(|(k, v)| (k, v.packets)).collect()
+        self.enforcer.maps.counters().expect("counters").into_iter().map(|(k, v)| (k, v.packets)).collect()
     }
 
     /// Runs the XDP program on `frame`: its return value and the reason counter it bumped.
@@ -69,7 +69,7 @@ impl Kernel {
         let before = self.counters();
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
-        let result = self.datapath.xdp_program().expect("xdp").test_run(opts).expect("test run");
+        let result = self.enforcer.xdp_program().expect("xdp").test_run(opts).expect("test run");
         (result.return_value, self.bumped(&before))
     }
 
@@ -78,7 +78,7 @@ impl Kernel {
         let before = self.counters();
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
-        let result = self.datapath.tc_program().expect("tc").test_run(opts).expect("test run");
+        let result = self.enforcer.tc_program().expect("tc").test_run(opts).expect("test run");
         (result.return_value as i32, self.bumped(&before))
     }
 

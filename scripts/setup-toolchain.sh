@@ -12,9 +12,11 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # Pinned, not "nightly": bpf-linker is built against Debian's LLVM 22, and the bitcode rustc
 # emits must come from the same LLVM major (today's nightly uses LLVM 23 and fails to link).
 EBPF_TOOLCHAIN=$(cat "$(dirname "$0")/../sg-ebpf/toolchain")
-if ! rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null | grep -q '^rust-src'; then
-    say "installing Rust $EBPF_TOOLCHAIN with rust-src (for the eBPF build)"
-    rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src >&2
+# Its rustfmt formats the whole workspace (rustfmt.toml uses nightly-only import grouping).
+installed=$(rustup component list --toolchain "$EBPF_TOOLCHAIN" --installed 2>/dev/null || true)
+if ! grep -q '^rust-src' <<<"$installed" || ! grep -q '^rustfmt' <<<"$installed"; then
+    say "installing Rust $EBPF_TOOLCHAIN with rust-src (for the eBPF build) and rustfmt"
+    rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src --component rustfmt >&2
 fi
 
 # --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use.

@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     fn doc(text: &str) -> (Document, Compiled) {
-        crate::agent::prepare(text, None).unwrap()
+        crate::compile::prepare(text, None).unwrap()
     }
 
     #[test]

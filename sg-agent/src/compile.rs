@@ -130,6 +130,53 @@ pub struct Compiled {
     pub group_sets: usize,
 }
 
+/// Reads, validates and compiles a document: everything an apply does before touching the kernel.
+pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Compiled), Invalid> {
+    let doc = crate::policy::load(document, instances)?;
+    let compiled = compile(&doc)?;
+    Ok((doc, compiled))
+}
+
+/// The size of a compiled policy, as `apply`, `check` and `status` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyCounts {
+    pub security_groups: usize,
+    pub rules: usize,
+    pub instances: usize,
+    /// Instances with an interface on this node.
+    pub local_instances: usize,
+    pub peer_entries: usize,
+    pub rule_entries: usize,
+}
+
+impl PolicyCounts {
+    pub fn of(doc: &Document, compiled: &Compiled) -> PolicyCounts {
+        PolicyCounts {
+            security_groups: doc.security_groups.len(),
+            rules: compiled.rules.len(),
+            instances: doc.instances.len(),
+            local_instances: compiled.ifaces.len(),
+            peer_entries: compiled.peers.len(),
+            rule_entries: compiled.rule_entries.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} groups, {} rules, {} instances ({} local); {} peer + {} rule map entries",
+            self.security_groups,
+            self.rules,
+            self.instances,
+            self.local_instances,
+            self.peer_entries,
+            self.rule_entries
+        )
+    }
+}
+
 /// Compiles a validated document. Fails only if the result does not fit the maps.
 pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
     let mut out = Compiled::default();
@@ -544,5 +591,24 @@ mod tests {
         assert_eq!(web_rule(0, "10.0.0.0/8").counter_id(), expected);
         assert_eq!(web_rule(7, "10.0.0.0/8").counter_id(), expected);
         assert_ne!(web_rule(0, "10.0.0.0/16").counter_id(), expected);
+    }
+
+    #[test]
+    fn every_example_compiles() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let mut compiled = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") || name.starts_with("aws-") {
+                continue;
+            }
+            let (doc, c) = prepare(&read(&name), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.ifaces.is_empty() || doc.local_instances().next().is_none(), "{name}");
+            compiled += 1;
+        }
+        assert!(compiled >= 3, "only {compiled} native examples");
+        let aws = read("aws-describe-security-groups.json");
+        prepare(&aws, Some(&read("aws-instances.json"))).unwrap_or_else(|e| panic!("the AWS example: {e}"));
     }
 }

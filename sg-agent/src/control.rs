@@ -1,18 +1,25 @@
-//! The control socket: how `apply`, `status`, `explain`, `conntrack` and `teardown` reach a
-//! running agent. A Unix stream socket that only root can open (directory 0700, socket 0600);
-//! one JSON request line in, one JSON response line out. Requests are bounded in size.
+//! The control socket: how `apply`, `status`, `explain`, `flows` and `teardown` reach a running
+//! agent. A Unix stream socket that only root can open (directory 0700, socket 0600).
+//!
+//! Wire format, one exchange per connection: a request line of JSON ([`Header`], at most
+//! [`MAX_HEADER_BYTES`]); for `apply`, the document (and instances file) follow as raw bytes of
+//! the lengths the header gave; then one JSON [`Response`] line comes back (for `flows`, a
+//! stream of lines). Everything but an apply's documents is small, so a client that sends a
+//! huge or never-ending line is cut off early, and every read has a deadline (see the daemon).
 
 use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 use crate::policy::limits;
@@ -20,12 +27,11 @@ use crate::policy::limits;
 /// Default `--socket`.
 pub const DEFAULT_SOCKET: &str = "/run/sg-agent/control.sock";
 
-/// A request's JSON may be a whole policy document plus framing.
-pub const MAX_REQUEST_BYTES: usize = limits::DOCUMENT_BYTES * 2 + 4096;
+/// The request line: every request but an apply's documents.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
-/// What a client asks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "request", rename_all = "snake_case")]
+/// What a client asks, as the daemon handles it.
+#[derive(Debug, Clone)]
 pub enum Request {
     Status,
     /// Every rule of the live policy with its hits.
@@ -45,6 +51,18 @@ pub enum Request {
     Teardown,
 }
 
+/// The request line as sent: an apply announces the lengths of the documents that follow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+enum Header {
+    Status,
+    Rules,
+    Flows,
+    Apply { document_bytes: usize, instances_bytes: Option<usize> },
+    Explain { query: crate::explain::Query },
+    Teardown,
+}
+
 /// The answer. `exit_code` follows SPEC §5 (0 ok, 1 runtime failure, 2 invalid input).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
@@ -59,16 +77,29 @@ impl Response {
     pub fn ok(data: serde_json::Value) -> Response {
         Response { exit_code: 0, error: None, data }
     }
+
     pub fn error(exit_code: u8, error: impl Into<String>) -> Response {
         Response { exit_code, error: Some(error.into()), data: serde_json::Value::Null }
     }
+
+    /// A response carrying `value` as its data.
+    pub fn of<T: Serialize>(value: &T) -> Response {
+        match serde_json::to_value(value) {
+            Ok(data) => Response::ok(data),
+            Err(e) => Response::error(1, format!("encoding the answer: {e}")),
+        }
+    }
 }
 
-/// Creates the socket with root-only permissions, replacing a stale one.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+/// Creates the socket with root-only permissions. A socket file that nobody answers on (left by
+/// an agent that crashed) is replaced; one that answers belongs to a running agent and is not.
+pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, "another agent answers on this socket"));
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -86,13 +117,57 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Reads one request line (bounded); `Err` carries the response to send for a bad request.
-pub async fn read_request(stream: &mut BufReader<UnixStream>) -> Result<Request, Response> {
+/// How long a client may take to send its request.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// The request line.
+    pub request_line: Duration,
+    /// An apply's documents, after the request line.
+    pub documents: Duration,
+}
+
+/// Reads one request. `Err` carries the response for a bad (or late) one.
+///
+/// An apply's documents are read only while holding a permit of `uploads`, which is returned
+/// with the request: the caller keeps it until the apply is done, so that however many clients
+/// connect, only that many documents are in memory at once.
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut BufReader<S>,
+    deadlines: Deadlines,
+    uploads: &Arc<Semaphore>,
+) -> Result<(Request, Option<OwnedSemaphorePermit>), Response> {
+    let late = |what: &str| Response::error(2, format!("{what} not received in time"));
+    let header =
+        tokio::time::timeout(deadlines.request_line, read_header(stream)).await.map_err(|_| late("request"))??;
+    let request = match header {
+        Header::Status => Request::Status,
+        Header::Rules => Request::Rules,
+        Header::Flows => Request::Flows,
+        Header::Explain { query } => Request::Explain { query },
+        Header::Teardown => Request::Teardown,
+        Header::Apply { document_bytes, instances_bytes } => {
+            let bodies = async {
+                let permit =
+                    uploads.clone().acquire_owned().await.map_err(|_| Response::error(1, "the agent is stopping"))?;
+                let document = read_body(stream, document_bytes, "document").await?;
+                let instances = match instances_bytes {
+                    Some(n) => Some(read_body(stream, n, "instances document").await?),
+                    None => None,
+                };
+                Ok::<_, Response>((Request::Apply { document, instances }, Some(permit)))
+            };
+            return tokio::time::timeout(deadlines.documents, bodies).await.map_err(|_| late("documents"))?;
+        }
+    };
+    Ok((request, None))
+}
+
+async fn read_header<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Result<Header, Response> {
     let mut line = Vec::new();
-    let mut limited = stream.take(MAX_REQUEST_BYTES as u64 + 1);
+    let mut limited = (&mut *stream).take(MAX_HEADER_BYTES as u64 + 1);
     match limited.read_until(b'\n', &mut line).await {
-        Ok(_) if line.len() > MAX_REQUEST_BYTES => {
-            return Err(Response::error(2, format!("request larger than {MAX_REQUEST_BYTES} bytes")));
+        Ok(_) if line.len() > MAX_HEADER_BYTES => {
+            return Err(Response::error(2, format!("request line larger than {MAX_HEADER_BYTES} bytes")));
         }
         Ok(0) => return Err(Response::error(2, "empty request")),
         Ok(_) => {}
@@ -101,6 +176,23 @@ pub async fn read_request(stream: &mut BufReader<UnixStream>) -> Result<Request,
     serde_json::from_slice(&line).map_err(|e| Response::error(2, format!("malformed request: {e}")))
 }
 
+async fn read_body<S: AsyncRead + Unpin>(
+    stream: &mut BufReader<S>,
+    len: usize,
+    what: &str,
+) -> Result<String, Response> {
+    if len > limits::DOCUMENT_BYTES {
+        return Err(Response::error(
+            2,
+            format!("{what} is {len} bytes, more than the limit of {}", limits::DOCUMENT_BYTES),
+        ));
+    }
+    let mut bytes = vec![0u8; len];
+    stream.read_exact(&mut bytes).await.map_err(|e| Response::error(2, format!("reading the {what}: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| Response::error(2, format!("the {what} is not UTF-8")))
+}
+
+/// Writes one response line.
 pub async fn write_response(stream: &mut BufReader<UnixStream>, response: &Response) -> io::Result<()> {
     let mut bytes = serde_json::to_vec(response).map_err(io::Error::other)?;
     bytes.push(b'\n');
@@ -108,28 +200,129 @@ pub async fn write_response(stream: &mut BufReader<UnixStream>, response: &Respo
     stream.get_mut().shutdown().await
 }
 
+/// The request line and body of `request`.
+fn encode(request: &Request) -> io::Result<Vec<u8>> {
+    let header = match request {
+        Request::Status => Header::Status,
+        Request::Rules => Header::Rules,
+        Request::Flows => Header::Flows,
+        Request::Teardown => Header::Teardown,
+        Request::Explain { query } => Header::Explain { query: query.clone() },
+        Request::Apply { document, instances } => {
+            Header::Apply { document_bytes: document.len(), instances_bytes: instances.as_ref().map(String::len) }
+        }
+    };
+    let mut bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    if let Request::Apply { document, instances } = request {
+        bytes.extend_from_slice(document.as_bytes());
+        if let Some(i) = instances {
+            bytes.extend_from_slice(i.as_bytes());
+        }
+    }
+    Ok(bytes)
+}
+
+/// Client side: connects and sends `request`; the stream then carries the answer.
+pub async fn send(socket: &Path, request: &Request) -> Result<BufReader<UnixStream>, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect { socket: socket.to_path_buf(), source })?;
+    let mut stream = BufReader::new(stream);
+    let bytes = encode(request).map_err(ClientError::Io)?;
+    stream.get_mut().write_all(&bytes).await.map_err(ClientError::Io)?;
+    Ok(stream)
+}
+
 /// Client side: sends `request`, waits for the answer.
 pub async fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let work = async {
-        let stream = UnixStream::connect(socket).await.map_err(|e| ClientError::Connect(socket.to_path_buf(), e))?;
-        let mut stream = BufReader::new(stream);
-        let mut bytes = serde_json::to_vec(request).map_err(|e| ClientError::Io(io::Error::other(e)))?;
-        bytes.push(b'\n');
-        stream.get_mut().write_all(&bytes).await.map_err(ClientError::Io)?;
+        let mut stream = send(socket, request).await?;
         let mut line = String::new();
-        stream.read_line(&mut line).await.map_err(ClientError::Io)?;
-        serde_json::from_str(&line).map_err(|e| ClientError::Io(io::Error::other(e)))
+        let n = stream.read_line(&mut line).await.map_err(ClientError::Io)?;
+        if n == 0 {
+            return Err(ClientError::NoAnswer);
+        }
+        serde_json::from_str(&line).map_err(|e| ClientError::Garbled(e.to_string()))
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout)?
+    tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout(timeout))?
 }
 
+/// Why a call to the agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens (no agent), or no permission (not root).
-    #[error("cannot reach the agent at {0}: {1}")]
-    Connect(PathBuf, io::Error),
+    #[error("cannot reach the agent at {}: {source}", .socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The connection failed while the request was sent or the answer read.
     #[error("talking to the agent: {0}")]
-    Io(io::Error),
-    #[error("the agent did not answer in time")]
-    Timeout,
+    Io(#[source] io::Error),
+    /// The agent closed the connection without answering: it stopped (or crashed) while
+    /// handling the request.
+    #[error("the agent closed the connection without answering (it stopped or crashed while handling the request)")]
+    NoAnswer,
+    /// The answer was not a response.
+    #[error("unexpected answer from the agent: {0}")]
+    Garbled(String),
+    #[error("the agent did not answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATIENT: Deadlines = Deadlines { request_line: Duration::from_secs(5), documents: Duration::from_secs(5) };
+
+    async fn read(bytes: &[u8]) -> Result<Request, Response> {
+        let mut reader = BufReader::new(bytes);
+        read_request(&mut reader, PATIENT, &Arc::new(Semaphore::new(1))).await.map(|(r, _)| r)
+    }
+
+    async fn round_trip(request: &Request) -> Result<Request, Response> {
+        read(&encode(request).unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn an_apply_carries_its_documents_as_raw_bytes() {
+        let document = "{\"security_groups\": []}\n\"quoted\" ünïcode".to_owned();
+        let request = Request::Apply { document: document.clone(), instances: Some("{}".into()) };
+        match round_trip(&request).await.unwrap() {
+            Request::Apply { document: d, instances: i } => assert_eq!((d, i), (document, Some("{}".to_owned()))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overlong_request_line_is_refused_before_it_ends() {
+        let line = vec![b' '; MAX_HEADER_BYTES + 10];
+        let e = read(&line).await.unwrap_err();
+        assert_eq!(e.exit_code, 2);
+        assert!(e.error.unwrap().contains("larger than"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_mid_request_is_cut_off_at_the_deadline() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut client = client;
+        client.write_all(b"{\"request\":\"sta").await.unwrap();
+        let mut reader = BufReader::new(server);
+        let quick = Deadlines { request_line: Duration::from_millis(50), documents: Duration::from_millis(50) };
+        let started = std::time::Instant::now();
+        let e = read_request(&mut reader, quick, &Arc::new(Semaphore::new(1))).await.unwrap_err();
+        assert!(e.error.unwrap().contains("not received in time"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_document_longer_than_the_limit_is_refused_unread() {
+        let header = format!("{{\"request\":\"apply\",\"document_bytes\":{}}}\n", limits::DOCUMENT_BYTES + 1);
+        let e = read(header.as_bytes()).await.unwrap_err();
+        assert!(e.error.unwrap().contains("more than the limit"));
+    }
 }

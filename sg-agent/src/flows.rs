@@ -21,7 +21,7 @@ use sg_common::{
 };
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 
-use crate::agent::unix_seconds;
+use crate::clock::unix_seconds;
 
 /// Flows remembered per window; more are counted as skipped.
 pub const MAX_FLOWS_PER_WINDOW: usize = 50_000;

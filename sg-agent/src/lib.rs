@@ -3,16 +3,22 @@
 //! The path of a policy: [`policy`] (read and validate the document) → [`compile`] (turn it
 //! into map entries) → [`datapath`] (load, attach, swap generations atomically) → the kernel
 //! programs in `sg-ebpf`, which judge every packet with `sg_common::verdict::judge`.
-//! [`agent`] is the daemon, [`control`] its socket, [`cli`] the command line, [`emulator`] the
-//! same verdict run on the host (for `explain` and tests).
+//!
+//! The running agent: [`daemon`] (its loop: control socket, signals) drives [`agent`] (the live
+//! generation and applying documents); [`control`] is the socket protocol, [`cli`] the command
+//! line. Reports: [`status`], [`flows`] (flow logs), [`metrics`], [`explain`] (the verdict run on
+//! the host by [`emulator`]), [`changes`] (what an apply changed), [`conntrack`] (tracked flows
+//! and their garbage collection). [`clock`] holds the clocks they share.
 
 pub mod agent;
 pub mod bench;
 pub mod changes;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod conntrack;
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod emulator;
 pub mod explain;

@@ -1,7 +1,7 @@
 //! What `sg-agent status` reports, collected from the maps (and the agent, when it runs), and
 //! its human form.
 
-use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sg_common::{
@@ -10,9 +10,28 @@ use sg_common::{
 };
 
 use crate::{
-    agent::{Agent, ApplyError, unix_seconds},
-    datapath::{DatapathError, Maps, PinLayout, TcAttached, XdpAttached, ifname},
+    clock,
+    compile::PolicyCounts,
+    conntrack::gc::GcStats,
+    datapath::{Attachment, DatapathError, Maps, PinLayout, ProgramInfo, TcAttached, XdpAttached, ifname},
 };
+
+/// What only a running agent knows, handed to [`collect`] as plain data.
+#[derive(Debug, Clone, Default)]
+pub struct AgentView {
+    pub applied_at: Option<SystemTime>,
+    /// By interface name: the instance, and how the interface is attached.
+    pub interfaces: BTreeMap<String, InterfaceView>,
+    pub policy: Option<PolicyCounts>,
+    pub gc: Option<GcStats>,
+    pub programs: Vec<ProgramInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InterfaceView {
+    pub instance: String,
+    pub attachment: Option<Attachment>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -31,14 +50,7 @@ pub struct Status {
     pub counters: BTreeMap<String, CounterValue>,
     /// The running agent's programs and the verifier's instruction count for each.
     #[serde(default)]
-    pub programs: Vec<ProgramStatus>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProgramStatus {
-    pub name: String,
-    pub id: u32,
-    pub verified_instructions: Option<u32>,
+    pub programs: Vec<ProgramInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,16 +66,6 @@ pub struct InterfaceStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PolicyCounts {
-    pub security_groups: usize,
-    pub rules: usize,
-    pub instances: usize,
-    pub local_instances: usize,
-    pub peer_entries: usize,
-    pub rule_entries: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConntrackStatus {
     pub entries: usize,
     pub capacity: u32,
@@ -73,7 +75,7 @@ pub struct ConntrackStatus {
     /// Timeouts in force, seconds.
     pub timeouts: sg_common::maps::Settings,
     /// The running agent's garbage collector.
-    pub gc: Option<crate::agent::GcStats>,
+    pub gc: Option<GcStats>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -83,18 +85,16 @@ pub struct CounterValue {
 }
 
 /// Reads the status from the maps; `agent` adds what only the running agent knows.
-pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<Status, DatapathError> {
+pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Result<Status, DatapathError> {
     let live = maps.live()?;
     let mut interfaces: Vec<InterfaceStatus> = maps
         .live_ifaces()?
         .into_iter()
         .map(|(ifindex, cfg)| {
             let interface = ifname(ifindex);
-            let attached = agent.and_then(|a| a.enforcer.attached.get(&interface));
-            let instance = agent
-                .and_then(|a| a.compiled.as_ref())
-                .and_then(|c| c.ifaces.iter().find(|i| i.interface == interface))
-                .map(|i| i.instance.clone());
+            let view = agent.and_then(|a| a.interfaces.get(&interface));
+            let attached = view.and_then(|v| v.attachment.as_ref());
+            let instance = view.map(|v| v.instance.clone());
             InterfaceStatus {
                 interface,
                 ifindex,
@@ -108,14 +108,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
         })
         .collect();
     interfaces.sort_by(|a, b| a.interface.cmp(&b.interface));
-    let policy = agent.and_then(|a| Some((a.document.as_ref()?, a.compiled.as_ref()?))).map(|(d, c)| PolicyCounts {
-        security_groups: d.security_groups.len(),
-        rules: c.rules.len(),
-        instances: d.instances.len(),
-        local_instances: c.ifaces.len(),
-        peer_entries: c.peers.len(),
-        rule_entries: c.rule_entries.len(),
-    });
+    let policy = agent.and_then(|a| a.policy);
     let counters = maps
         .counters()?
         .into_iter()
@@ -126,7 +119,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
         enforcing: live.is_some(),
         agent_running: agent.is_some(),
         generation: live.map_or(0, |l| l.generation),
-        applied_at: agent.and_then(|a| a.applied_at).map(unix_seconds),
+        applied_at: agent.and_then(|a| a.applied_at).map(clock::unix_seconds),
         pin_path: pins.root().display().to_string(),
         interfaces,
         policy,
@@ -139,20 +132,12 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&Agent>) -> Result<S
                 capacity,
                 memory_bytes,
                 bytes_per_entry: memory_bytes.map(|m| m / u64::from(capacity.max(1))),
-                gc: agent.and_then(|a| a.gc.lock().ok().map(|g| g.clone())),
+                gc: agent.and_then(|a| a.gc.clone()),
                 timeouts: s,
             }
         },
         counters,
-        programs: agent
-            .map(|a| {
-                a.enforcer
-                    .program_infos()
-                    .into_iter()
-                    .map(|(name, id, verified_instructions)| ProgramStatus { name, id, verified_instructions })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        programs: agent.map(|a| a.programs.clone()).unwrap_or_default(),
     })
 }
 
@@ -167,15 +152,13 @@ pub fn format_human(s: &Status) -> String {
     let _ = writeln!(out, "state:       {state}");
     let _ = writeln!(out, "generation:  {}", s.generation);
     if let Some(t) = s.applied_at {
-        let _ = writeln!(out, "applied at:  {t} (unix seconds)");
+        let now = clock::unix_seconds(SystemTime::now());
+        let ago = clock::age(std::time::Duration::from_secs(now.saturating_sub(t)));
+        let _ = writeln!(out, "applied at:  {}, {ago} ago", clock::rfc3339(t));
     }
     let _ = writeln!(out, "pin path:    {}", s.pin_path);
     if let Some(p) = &s.policy {
-        let _ = writeln!(
-            out,
-            "policy:      {} groups, {} rules, {} instances ({} local); {} peer + {} rule map entries",
-            p.security_groups, p.rules, p.instances, p.local_instances, p.peer_entries, p.rule_entries
-        );
+        let _ = writeln!(out, "policy:      {p}");
     }
     let _ = writeln!(
         out,
@@ -224,18 +207,4 @@ pub fn format_human(s: &Status) -> String {
         }
     }
     out
-}
-
-/// An invalid document, as `check` and `run` print it: one line per problem, prefixed with the
-/// file.
-pub fn format_invalid(file: &Path, e: &crate::policy::Invalid) -> String {
-    e.to_string().lines().map(|l| format!("{}: {l}", file.display())).collect::<Vec<_>>().join("\n")
-}
-
-/// For `apply` errors.
-pub fn format_apply_error(file: &Path, e: &ApplyError) -> String {
-    match e {
-        ApplyError::Invalid(inv) => format_invalid(file, inv),
-        other => format!("error: {other}"),
-    }
 }

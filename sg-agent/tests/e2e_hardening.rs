@@ -117,7 +117,7 @@ fn only_root_can_use_the_control_socket() {
     };
     assert!(raw(b"this is not json\n".to_vec()).contains("malformed request"));
     assert!(raw(b"{\"request\":\"launch_missiles\"}\n".to_vec()).contains("malformed request"));
-    let huge = vec![b'x'; sg_agent::control::MAX_REQUEST_BYTES + 10];
+    let huge = vec![b'x'; sg_agent::control::MAX_HEADER_BYTES + 10];
     assert!(raw(huge).contains("larger than"));
     assert_eq!(agent.status()["generation"], 1);
 }

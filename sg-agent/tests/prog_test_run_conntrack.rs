@@ -254,14 +254,14 @@ fn expired_entries_stop_admitting_and_are_collected() {
 
     // GC removes what expired and keeps the rest.
     let before = entries(&k).len();
-    let (seen, removed) = sg_agent::agent::expire_conntrack(&mut k.enforcer.maps).unwrap();
+    let (seen, removed) = sg_agent::conntrack::gc::expire(&mut k.enforcer.maps).unwrap();
     assert_eq!(seen, before);
     assert!(removed >= 3, "the expired UDP, TCP and ICMP entries go ({removed} of {seen})");
     assert!(entries(&k).iter().all(|(key, e)| !sg_common::conntrack::is_expired(
         e,
         key.proto,
         &k.enforcer.maps.read_settings().unwrap(),
-        sg_agent::agent::monotonic_ns()
+        sg_agent::clock::monotonic_ns()
     )));
 }
 
@@ -271,7 +271,7 @@ fn gc_reads_the_table_in_batches_and_removes_only_expired_entries() {
         return;
     }
     let mut k = Kernel::load_with(POLICY, 65_536);
-    let now = sg_common::conntrack::seconds(sg_agent::agent::monotonic_ns());
+    let now = sg_common::conntrack::seconds(sg_agent::clock::monotonic_ns());
     let n = 20_000u32;
     for i in 0..n {
         let mut key = CtKey {
@@ -289,15 +289,16 @@ fn gc_reads_the_table_in_batches_and_removes_only_expired_entries() {
         k.enforcer.maps.conntrack.insert(key, entry, 0).unwrap();
     }
     let mut seen = 0;
-    use aya::maps::IterableMap as _;
     use std::os::fd::AsFd as _;
+
+    use aya::maps::IterableMap as _;
     sg_agent::datapath::batch::for_each(k.enforcer.maps.conntrack.map().fd().as_fd(), |_: &CtKey, _: &CtEntry| {
         seen += 1
     })
     .expect("batch lookup");
     assert_eq!(seen, n as usize, "the batch reader sees every entry exactly once");
     let started = std::time::Instant::now();
-    let (scanned, removed) = sg_agent::agent::expire_conntrack(&mut k.enforcer.maps).unwrap();
+    let (scanned, removed) = sg_agent::conntrack::gc::expire(&mut k.enforcer.maps).unwrap();
     let took = started.elapsed();
     eprintln!(
         "GC: {scanned} entries scanned, {removed} removed in {took:?} ({:.0} ns per entry)",

@@ -7,6 +7,7 @@
 extern crate std;
 
 pub mod conntrack;
+pub mod flow_log;
 #[cfg(any(test, feature = "frames"))]
 pub mod frames;
 pub mod maps;

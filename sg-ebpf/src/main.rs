@@ -1,10 +1,13 @@
 //! sg-agent's kernel programs: `sg_xdp` judges what an interface receives, `sg_tc` what it
 //! transmits. Both run the same path: parse (sg_common::packet), judge (sg_common::verdict:
-//! conntrack, then the policy maps), count.
+//! conntrack, then the policy maps, through [`kernel_maps`]), count ([`counters`]) and log
+//! ([`flow_log`]).
 #![no_std]
 #![no_main]
 
-mod datapath;
+mod counters;
+mod flow_log;
+mod kernel_maps;
 mod maps;
 mod view;
 
@@ -21,7 +24,9 @@ use sg_common::{
 };
 
 use crate::{
-    datapath::{KernelMaps, audited, count, count_rule, log_flow},
+    counters::{count, count_rule},
+    flow_log::log_flow,
+    kernel_maps::{KernelMaps, audited},
     maps::SG_SCRATCH,
     view::CtxView,
 };

@@ -5,10 +5,12 @@
 //! - `cargo xtask test` — install what the tests need and run every test, privileged ones
 //!   included (they fail rather than skip if they cannot run).
 //! - `cargo xtask setup` — only the toolchain set-up.
+//! - `cargo xtask modules` — the import graph between modules (no two may import each other).
 //!
 //! Each installs what is missing first (`scripts/setup-toolchain.sh`), saying what it does.
 
 mod demo;
+mod modules;
 
 use std::{
     path::{Path, PathBuf},
@@ -46,6 +48,8 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// The import graph between each crate's modules; fails on a cycle.
+    Modules,
     /// Set up, then run every test as root (privileged tests must run, not skip).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -97,6 +101,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("running sg-bench")?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Task::Modules => {
+            modules::check(&workspace_root(), true)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Fuzz { seconds } => {
             setup()?;
             fuzz(seconds)?;
@@ -107,7 +115,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             setup()?;
             if args.is_empty() {
                 // Formatting and lints first: quick, and a red here needs no test run to see.
-                cargo(&["fmt", "--all", "--check"])?;
+                // rustfmt.toml groups imports (std / external / crate) with nightly-only options:
+                // format with the pinned nightly the eBPF build uses.
+                let status = Command::new("cargo")
+                    .arg(format!("+{}", ebpf_toolchain()?))
+                    .args(["fmt", "--all", "--check"])
+                    .current_dir(workspace_root())
+                    .status()
+                    .context("running cargo fmt")?;
+                if !status.success() {
+                    bail!("cargo fmt --check failed: run `cargo +$(cat sg-ebpf/toolchain) fmt --all`");
+                }
+                modules::check(&workspace_root(), false)?;
                 cargo(&["clippy", "--workspace", "--all-targets", "--exclude", "sg-ebpf", "--", "-D", "warnings"])?;
             }
             let status = Command::new(env!("CARGO"))
@@ -151,7 +170,7 @@ const FUZZ_TARGETS: [&str; 3] = ["policy", "aws_policy", "packet"];
 /// the repository); any crash fails, leaving the reproducer under fuzz/artifacts.
 fn fuzz(seconds: u64) -> Result<()> {
     let root = workspace_root();
-    let toolchain = std::fs::read_to_string(root.join("sg-ebpf/toolchain"))?.trim().to_owned();
+    let toolchain = ebpf_toolchain()?;
     if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| !o.status.success()).unwrap_or(true) {
         eprintln!("xtask: installing cargo-fuzz (about a minute and a half)");
         let status = Command::new(env!("CARGO")).args(["install", "--locked", "cargo-fuzz"]).status()?;
@@ -185,6 +204,12 @@ fn fuzz(seconds: u64) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// The pinned nightly of the eBPF build (sg-ebpf/toolchain).
+fn ebpf_toolchain() -> Result<String> {
+    let path = workspace_root().join("sg-ebpf/toolchain");
+    Ok(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned())
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

@@ -91,10 +91,10 @@ pub fn run(dp: &mut Enforcer, rule_counts: &[usize], rounds: usize, log: &dyn Fn
     };
     let compiled: Vec<(usize, crate::compile::Compiled)> = rule_counts
         .iter()
-        .map(|&n| (n, crate::agent::prepare(&policy_with_rules(n, 0), None).expect("bench policy").1))
+        .map(|&n| (n, crate::compile::prepare(&policy_with_rules(n, 0), None).expect("bench policy").1))
         .chain(std::iter::once((
             usize::MAX,
-            crate::agent::prepare(&policy_with_rules(10, 1000), None).expect("group policy").1,
+            crate::compile::prepare(&policy_with_rules(10, 1000), None).expect("group policy").1,
         )))
         .collect();
     let mut generation = 0;

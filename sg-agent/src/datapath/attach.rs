@@ -73,11 +73,11 @@ impl fmt::Display for TcAttached {
 
 fn attach_error(
     interface: &str,
-    what: &str,
-    hint: &str,
+    step: &'static str,
+    hint: &'static str,
     error: impl std::error::Error + Send + Sync + 'static,
 ) -> DatapathError {
-    DatapathError::Attach { interface: interface.to_owned(), what: format!("{what}{hint}"), source: Box::new(error) }
+    DatapathError::Attach { interface: interface.to_owned(), step, hint, source: Box::new(error) }
 }
 
 /// Puts the XDP program on `interface`, replacing the program of a link pinned at `pin` if
@@ -121,9 +121,14 @@ pub fn attach_xdp(
     for (mode, attached) in modes {
         match prog.attach(interface, *mode) {
             Ok(id) => {
-                let link = prog.take_link(id).map_err(|e| attach_error(interface, "XDP", "", e))?;
+                let link = prog.take_link(id).map_err(|e| attach_error(interface, "attaching XDP", "", e))?;
                 let fd_link = FdLink::try_from(link).map_err(|e| {
-                    attach_error(interface, "XDP", " (the kernel gave no bpf_link; kernel 5.9+ is needed to pin it)", e)
+                    attach_error(
+                        interface,
+                        "attaching XDP",
+                        " (the kernel gave no bpf_link: kernel 5.9+ is needed to pin it)",
+                        e,
+                    )
                 })?;
                 fd_link.pin(pin).map_err(|e| attach_error(interface, "pinning the XDP link", "", e))?;
                 return Ok(*attached);
@@ -132,16 +137,12 @@ pub fn attach_xdp(
         }
     }
     let hint = match choice {
-        XdpModeChoice::Native => " - try --xdp-mode generic",
-        _ => " - is another XDP program attached to it?",
+        XdpModeChoice::Native => " (try --xdp-mode generic)",
+        _ => " (is another XDP program attached to it?)",
     };
     match last_error {
-        Some(e) => Err(attach_error(interface, "XDP", hint, e)),
-        None => Err(DatapathError::Attach {
-            interface: interface.to_owned(),
-            what: "XDP".to_owned(),
-            source: Box::new(io::Error::other("no XDP mode to try")),
-        }),
+        Some(e) => Err(attach_error(interface, "attaching XDP", hint, e)),
+        None => Err(attach_error(interface, "attaching XDP", "", io::Error::other("no XDP mode to try"))),
     }
 }
 
@@ -170,13 +171,18 @@ pub fn attach_tc(
             prog.attach_with_options(interface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()));
         match tcx {
             Ok(id) => {
-                let link = prog.take_link(id).map_err(|e| attach_error(interface, "tcx", "", e))?;
-                let fd_link = FdLink::try_from(link).map_err(|e| attach_error(interface, "tcx", "", e))?;
+                let link = prog.take_link(id).map_err(|e| attach_error(interface, "attaching tcx", "", e))?;
+                let fd_link = FdLink::try_from(link).map_err(|e| attach_error(interface, "attaching tcx", "", e))?;
                 fd_link.pin(pin).map_err(|e| attach_error(interface, "pinning the tcx link", "", e))?;
                 return Ok(TcAttached::Tcx);
             }
             Err(e) if choice == TcModeChoice::Tcx => {
-                return Err(attach_error(interface, "tcx", " - tcx needs kernel 6.6+; try --tc-mode clsact", e));
+                return Err(attach_error(
+                    interface,
+                    "attaching tcx",
+                    " (tcx needs kernel 6.6+: try --tc-mode clsact)",
+                    e,
+                ));
             }
             Err(e) => log::info!("{interface}: tcx unavailable ({e}); using a clsact filter"),
         }
@@ -194,8 +200,8 @@ fn attach_clsact(prog: &mut SchedClassifier, interface: &str) -> Result<TcAttach
     let _ = tc::qdisc_detach_program(interface, TcAttachType::Egress, sg_common::maps::names::PROG_TC);
     let id = prog
         .attach_with_options(interface, TcAttachType::Egress, TcAttachOptions::Netlink(NlOptions::default()))
-        .map_err(|e| attach_error(interface, "TC (clsact)", "", e))?;
-    let link = prog.take_link(id).map_err(|e| attach_error(interface, "TC (clsact)", "", e))?;
+        .map_err(|e| attach_error(interface, "attaching TC (clsact)", "", e))?;
+    let link = prog.take_link(id).map_err(|e| attach_error(interface, "attaching TC (clsact)", "", e))?;
     // The filter lives in the qdisc; dropping the handle would delete it.
     std::mem::forget(link);
     Ok(TcAttached::Clsact)

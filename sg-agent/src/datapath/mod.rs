@@ -3,16 +3,12 @@
 
 pub mod attach;
 pub mod batch;
+mod error;
 pub mod maps;
 pub mod pins;
 pub mod rcu;
 
-use std::{
-    collections::BTreeMap,
-    ffi::CString,
-    io,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, ffi::CString, io, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -24,6 +20,7 @@ use sg_common::maps::{Settings, names};
 use self::rcu::RcuBarrier;
 pub use self::{
     attach::{TcAttached, TcModeChoice, XdpAttached, XdpModeChoice},
+    error::DatapathError,
     maps::Maps,
     pins::PinLayout,
 };
@@ -38,43 +35,23 @@ pub fn object_available() -> bool {
     !EBPF_OBJECT.is_empty()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    /// The binary was built without the eBPF toolchain.
-    #[error(
-        "this sg-agent was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild"
-    )]
-    NoObject,
-    /// The pin path is not on bpffs.
-    #[error(
-        "{0} is not on a BPF filesystem; mount one with: mount -t bpf bpf /sys/fs/bpf (or pass --pin-path DIR on bpffs)"
-    )]
-    NotBpffs(PathBuf),
-    /// Loading the object or a program failed (verifier, permissions).
-    #[error("loading the kernel programs failed (root with CAP_BPF and CAP_NET_ADMIN is needed): {0}")]
-    Load(String),
-    #[error("the kernel object has no map {0}")]
-    MissingMap(String),
-    /// A map operation failed.
-    #[error("map {name}: {error}")]
-    Map { name: String, error: aya::maps::MapError },
-    #[error("interface {0:?} does not exist on this node")]
-    NoInterface(String),
-    /// Attaching to an interface failed.
-    #[error("attaching {what} to {interface}: {source}")]
-    Attach { interface: String, what: String, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("waiting for in-flight packets (RCU barrier): {0}")]
-    RcuBarrier(io::Error),
-    #[error("{0}: {1}")]
-    Io(PathBuf, io::Error),
-}
-
 /// How to load.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub conntrack_max: u32,
     pub xdp_mode: XdpModeChoice,
     pub tc_mode: TcModeChoice,
+}
+
+/// A loaded program, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramInfo {
+    pub name: String,
+    /// The kernel's program id (`bpftool prog show id N`).
+    pub id: u32,
+    /// Instructions the verifier processed to accept it: its proof effort (a program near the
+    /// kernel's 1M limit is one change away from being rejected).
+    pub verified_instructions: Option<u32>,
 }
 
 /// An attached interface.
@@ -133,7 +110,7 @@ impl Enforcer {
             return Err(DatapathError::NotBpffs(pins.root().to_path_buf()));
         }
         for dir in [pins.maps(), pins.links()] {
-            std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Io(dir.clone(), e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| DatapathError::Io { path: dir.clone(), source: e })?;
         }
         // A layout change: an older agent's links keep enforcing with its programs and maps;
         // move their pins into this layout so that attaching takes them over atomically.
@@ -156,17 +133,16 @@ impl Enforcer {
                     log::warn!("no memory for a {conntrack_max}-flow conntrack table; trying {}", conntrack_max / 2);
                     conntrack_max /= 2;
                 }
-                Err(e) => return Err(DatapathError::Load(format!("{e:#}"))),
+                Err(e) => return Err(DatapathError::object(e)),
             }
         };
         for name in [names::PROG_XDP, names::PROG_TC] {
-            let program = ebpf.program_mut(name).ok_or_else(|| DatapathError::Load(format!("no program {name}")))?;
-            let loaded = match program {
-                aya::programs::Program::Xdp(p) => p.load(),
-                aya::programs::Program::SchedClassifier(p) => p.load(),
-                _ => return Err(DatapathError::Load(format!("{name} has an unexpected program type"))),
+            let loaded = match ebpf.program_mut(name) {
+                Some(aya::programs::Program::Xdp(p)) => p.load(),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.load(),
+                _ => return Err(DatapathError::MissingProgram(name)),
             };
-            loaded.map_err(|e| DatapathError::Load(format!("{name}: {}", verifier_message(&e))))?;
+            loaded.map_err(|e| DatapathError::program_load(name, e))?;
         }
         let maps = Maps::from_ebpf(&mut ebpf)?;
         let flow_maps = match (ebpf.take_map(names::FLOW_EVENTS), ebpf.take_map(names::FLOW_CONFIG)) {
@@ -296,9 +272,9 @@ impl Enforcer {
             .ebpf
             .program_mut(names::PROG_BENCH_PARSE)
             .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| DatapathError::Load("baseline program missing".into()))?;
+            .ok_or(DatapathError::MissingProgram(names::PROG_BENCH_PARSE))?;
         if xdp.fd().is_err() {
-            xdp.load().map_err(|e| DatapathError::Load(format!("{}: {e}", names::PROG_BENCH_PARSE)))?;
+            xdp.load().map_err(|e| DatapathError::program_load(names::PROG_BENCH_PARSE, e))?;
         }
         Ok(xdp)
     }
@@ -306,15 +282,18 @@ impl Enforcer {
     /// The loaded programs: name, kernel id, and how many instructions the verifier processed
     /// to accept it (its proof effort; a program near the kernel's 1M limit is one change away
     /// from being rejected).
-    pub fn program_infos(&self) -> Vec<(String, u32, Option<u32>)> {
-        let mut out = Vec::new();
-        if let Some(info) = self.xdp_program().and_then(|p| p.info().ok()) {
-            out.push((names::PROG_XDP.to_owned(), info.id(), info.verified_instruction_count()));
-        }
-        if let Some(info) = self.tc_program().and_then(|p| p.info().ok()) {
-            out.push((names::PROG_TC.to_owned(), info.id(), info.verified_instruction_count()));
-        }
-        out
+    pub fn program_infos(&self) -> Vec<ProgramInfo> {
+        let xdp = self.xdp_program().and_then(|p| p.info().ok()).map(|i| (names::PROG_XDP, i));
+        let tc = self.tc_program().and_then(|p| p.info().ok()).map(|i| (names::PROG_TC, i));
+        [xdp, tc]
+            .into_iter()
+            .flatten()
+            .map(|(name, info)| ProgramInfo {
+                name: name.to_owned(),
+                id: info.id(),
+                verified_instructions: info.verified_instruction_count(),
+            })
+            .collect()
     }
 
     /// The XDP program (for `BPF_PROG_TEST_RUN`).
@@ -332,13 +311,13 @@ impl Enforcer {
             .ebpf
             .program_mut(names::PROG_XDP)
             .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| DatapathError::Load("XDP program missing".into()))?;
+            .ok_or(DatapathError::MissingProgram(names::PROG_XDP))?;
         let xdp_mode = attach::attach_xdp(xdp, interface, &self.pins.xdp_link(interface), self.options.xdp_mode)?;
         let tc: &mut SchedClassifier = self
             .ebpf
             .program_mut(names::PROG_TC)
             .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| DatapathError::Load("TC program missing".into()))?;
+            .ok_or(DatapathError::MissingProgram(names::PROG_TC))?;
         let tc_mode = match attach::attach_tc(tc, interface, &self.pins.tc_link(interface), self.options.tc_mode) {
             Ok(m) => m,
             Err(e) => {
@@ -380,14 +359,6 @@ fn resolve(compiled: &Compiled) -> Result<Vec<u32>, DatapathError> {
         .collect()
 }
 
-/// The verifier's log is long; its last lines say what went wrong.
-fn verifier_message(e: &aya::programs::ProgramError) -> String {
-    let text = format!("{e:#}");
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines.len().saturating_sub(20);
-    lines.get(tail..).map(|l| l.join("\n")).unwrap_or(text.clone())
-}
-
 /// Removes all enforcement: detaches every pinned link and clsact filter, removes the pinned
 /// maps. Returns the interfaces it detached.
 pub fn teardown(pins: &PinLayout) -> Result<Vec<String>, DatapathError> {
@@ -402,7 +373,7 @@ pub fn teardown(pins: &PinLayout) -> Result<Vec<String>, DatapathError> {
             }
         }
     }
-    remove_tree(pins.root()).map_err(|e| DatapathError::Io(pins.root().to_path_buf(), e))?;
+    remove_tree(pins.root()).map_err(|source| DatapathError::Io { path: pins.root().to_path_buf(), source })?;
     Ok(detached)
 }
 

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use sg_common::LAYOUT_VERSION;
 
+use super::DatapathError;
+
 /// Default `--pin-path`.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/sg-agent";
 
@@ -121,4 +123,57 @@ fn statfs_type(path: &Path) -> Option<i64> {
     // SAFETY: `c` is a valid NUL-terminated path and `buf` a writable statfs.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut buf) };
     (rc == 0).then_some(buf.f_type as i64)
+}
+
+/// One agent per pin path: an exclusive `flock` on the pin directory, held for the agent's
+/// life. The kernel releases it when the process ends however it ends (SIGKILL included), so a
+/// crashed agent never leaves a stale lock behind, and a second agent is refused before it
+/// touches any pinned state.
+pub struct PinLock {
+    _dir: std::fs::File,
+}
+
+/// Takes the pin path's lock, creating the directory if needed.
+pub fn lock(pins: &PinLayout) -> Result<PinLock, DatapathError> {
+    use std::os::fd::AsRawFd as _;
+    let root = pins.root();
+    std::fs::create_dir_all(root).map_err(|e| DatapathError::Io { path: root.to_path_buf(), source: e })?;
+    let dir = std::fs::File::open(root).map_err(|e| DatapathError::Io { path: root.to_path_buf(), source: e })?;
+    // SAFETY: a valid open file descriptor.
+    let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(DatapathError::Locked { path: root.to_path_buf(), pid: lock_holder(root) });
+        }
+        return Err(DatapathError::Io { path: root.to_path_buf(), source: error });
+    }
+    Ok(PinLock { _dir: dir })
+}
+
+/// Whether another process holds the pin path's lock (an agent runs on it); its pid if known.
+pub fn holder(pins: &PinLayout) -> Option<Option<u32>> {
+    use std::os::fd::AsRawFd as _;
+    let dir = std::fs::File::open(pins.root()).ok()?;
+    // SAFETY: a valid open file descriptor; a shared probe released by closing `dir`.
+    let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    (rc != 0).then(|| lock_holder(pins.root()))
+}
+
+/// The pid holding a `flock` on `path`, from `/proc/locks` (`1: FLOCK ADVISORY WRITE <pid>
+/// <major>:<minor>:<inode> 0 EOF`, device numbers in hex).
+fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A blocked waiter's line starts with "->"; only the holder's has the pid at index 4.
+        if fields.get(1) != Some(&"FLOCK") || fields.get(5) != Some(&wanted.as_str()) {
+            return None;
+        }
+        fields.get(4)?.parse().ok()
+    })
 }

@@ -305,6 +305,63 @@ impl Invalid {
     pub fn one(path: &str, message: impl Into<String>) -> Invalid {
         Invalid { problems: vec![Problem { path: path.to_owned(), message: message.into() }] }
     }
+
+    /// As `check` prints it: one line per problem, each prefixed with the file.
+    pub fn in_file(&self, file: &std::path::Path) -> String {
+        self.to_string().lines().map(|l| format!("{}: {l}", file.display())).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Why a policy file could not be read as text.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// UTF-16 text (what some shells write for `aws ... > file.json`).
+    #[error("the file is UTF-16 text; JSON input must be UTF-8 (convert it: iconv -f UTF-16 -t UTF-8 FILE)")]
+    Utf16,
+    #[error("the file is not UTF-8 text (invalid byte at offset {0})")]
+    NotUtf8(usize),
+    #[error("the file is more than the limit of {} bytes", limits::DOCUMENT_BYTES)]
+    TooLarge,
+}
+
+impl ReadError {
+    /// SPEC §5: a file that is there but is not acceptable text is invalid input (2); a file that
+    /// cannot be read is a runtime failure (1).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReadError::Io(_) => 1,
+            ReadError::Utf16 | ReadError::NotUtf8(_) | ReadError::TooLarge => 2,
+        }
+    }
+}
+
+/// Reads a policy (or instances) file as text: a UTF-8 byte-order mark is skipped, UTF-16 is
+/// named as such.
+pub fn read_file(path: &std::path::Path) -> Result<String, ReadError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limits::DOCUMENT_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limits::DOCUMENT_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    text(bytes)
+}
+
+/// Bytes of a policy document as text (see [`read_file`]).
+pub fn text(mut bytes: Vec<u8>) -> Result<String, ReadError> {
+    const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+    if bytes.starts_with(UTF8_BOM) {
+        bytes.drain(..UTF8_BOM.len());
+    } else if bytes.starts_with(b"\xff\xfe") || bytes.starts_with(b"\xfe\xff") {
+        return Err(ReadError::Utf16);
+    } else if matches!(bytes.as_slice(), [a, b, c, d, ..] if (*a == 0) != (*b == 0) && (*c == 0) != (*d == 0)) {
+        // UTF-16 without a byte-order mark: every other byte of ASCII JSON is zero.
+        return Err(ReadError::Utf16);
+    }
+    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
 /// Reads a policy: a native document, or an AWS `describe-security-groups` document with an

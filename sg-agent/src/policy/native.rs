@@ -550,88 +550,138 @@ pub(super) fn optional_text(
     Some(s.to_owned())
 }
 
-/// The native JSON of groups, prefix lists and instances (as `import-aws` prints them).
-pub fn write_document(groups: &[SecurityGroup], lists: &[PrefixList], instances: &[Instance]) -> serde_json::Value {
-    use serde_json::{Map, Value, json};
-    let rule_json = |r: &Rule| -> Value {
-        let mut o = Map::new();
-        o.insert("protocol".into(), json!(r.protocol.to_string()));
-        match r.ports {
-            Ports::All => {}
-            Ports::Range(lo, hi) => {
-                o.insert("from_port".into(), json!(lo));
-                o.insert("to_port".into(), json!(hi));
-            }
-            Ports::Icmp { ty, code } => {
-                o.insert("from_port".into(), json!(ty.map_or(-1, i64::from)));
-                o.insert("to_port".into(), json!(code.map_or(-1, i64::from)));
-            }
-        }
-        let mut cidrs = Vec::new();
-        let mut group_ids = Vec::new();
-        let mut list_ids = Vec::new();
-        for peer in &r.peers {
-            match peer {
-                Peer::Cidr(net) => cidrs.push(json!(net.to_string())),
-                Peer::Group(id) => group_ids.push(json!(id)),
-                Peer::PrefixList(id) => list_ids.push(json!(id)),
-            }
-        }
-        for (key, list) in [("cidrs", cidrs), ("groups", group_ids), ("prefix_lists", list_ids)] {
-            if !list.is_empty() {
-                o.insert(key.into(), Value::Array(list));
-            }
-        }
-        if let Some(d) = &r.description {
-            o.insert("description".into(), json!(d));
-        }
-        Value::Object(o)
+/// The native JSON text of groups, prefix lists and instances (as `import-aws` prints them).
+pub fn write_document(groups: &[SecurityGroup], lists: &[PrefixList], instances: &[Instance]) -> String {
+    let document = out::Document {
+        security_groups: groups.iter().map(out::Group::of).collect(),
+        prefix_lists: lists.iter().map(out::PrefixList::of).collect(),
+        instances: instances.iter().map(out::Instance::of).collect(),
     };
-    let groups: Vec<Value> = groups
-        .iter()
-        .map(|g| {
-            let mut o = Map::new();
-            o.insert("id".into(), json!(g.id));
-            if let Some(n) = &g.name {
-                o.insert("name".into(), json!(n));
+    // Plain structs of strings, numbers and lists: serialising them cannot fail.
+    serde_json::to_string_pretty(&document).unwrap_or_default()
+}
+
+/// The native document's shape for writing (reading goes through [`read_document`], which
+/// collects every problem with its path, so it does not use these).
+mod out {
+    use std::net::IpAddr;
+
+    use serde::Serialize;
+
+    use super::super::{Peer, Ports, Role};
+
+    #[derive(Serialize)]
+    pub struct Document<'a> {
+        pub security_groups: Vec<Group<'a>>,
+        pub prefix_lists: Vec<PrefixList<'a>>,
+        pub instances: Vec<Instance<'a>>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Group<'a> {
+        id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+        ingress: Vec<Rule<'a>>,
+        egress: Vec<Rule<'a>>,
+    }
+
+    impl<'a> Group<'a> {
+        pub fn of(g: &'a super::SecurityGroup) -> Self {
+            Group {
+                id: &g.id,
+                name: g.name.as_deref(),
+                description: g.description.as_deref(),
+                ingress: g.ingress.iter().map(Rule::of).collect(),
+                egress: g.egress.iter().map(Rule::of).collect(),
             }
-            if let Some(d) = &g.description {
-                o.insert("description".into(), json!(d));
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Rule<'a> {
+        protocol: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from_port: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to_port: Option<i32>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        cidrs: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<&'a str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        prefix_lists: Vec<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+    }
+
+    impl<'a> Rule<'a> {
+        fn of(r: &'a super::Rule) -> Self {
+            let (from_port, to_port) = match r.ports {
+                Ports::All => (None, None),
+                Ports::Range(lo, hi) => (Some(i32::from(lo)), Some(i32::from(hi))),
+                Ports::Icmp { ty, code } => (Some(ty.map_or(-1, i32::from)), Some(code.map_or(-1, i32::from))),
+            };
+            let mut rule = Rule {
+                protocol: r.protocol.to_string(),
+                from_port,
+                to_port,
+                cidrs: Vec::new(),
+                groups: Vec::new(),
+                prefix_lists: Vec::new(),
+                description: r.description.as_deref(),
+            };
+            for peer in &r.peers {
+                match peer {
+                    Peer::Cidr(net) => rule.cidrs.push(net.to_string()),
+                    Peer::Group(id) => rule.groups.push(id),
+                    Peer::PrefixList(id) => rule.prefix_lists.push(id),
+                }
             }
-            o.insert("ingress".into(), Value::Array(g.ingress.iter().map(rule_json).collect()));
-            o.insert("egress".into(), Value::Array(g.egress.iter().map(rule_json).collect()));
-            Value::Object(o)
-        })
-        .collect();
-    let lists: Vec<Value> = lists
-        .iter()
-        .map(|l| {
-            let mut o = Map::new();
-            o.insert("id".into(), json!(l.id));
-            if let Some(n) = &l.name {
-                o.insert("name".into(), json!(n));
+            rule
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct PrefixList<'a> {
+        id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+        cidrs: Vec<String>,
+    }
+
+    impl<'a> PrefixList<'a> {
+        pub fn of(l: &'a super::PrefixList) -> Self {
+            PrefixList { id: &l.id, name: l.name.as_deref(), cidrs: l.cidrs.iter().map(ToString::to_string).collect() }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct Instance<'a> {
+        id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interface: Option<&'a str>,
+        role: Role,
+        addresses: &'a [IpAddr],
+        security_groups: &'a [String],
+        source_dest_check: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        audit: bool,
+    }
+
+    impl<'a> Instance<'a> {
+        pub fn of(i: &'a super::Instance) -> Self {
+            Instance {
+                id: &i.id,
+                interface: i.interface.as_deref(),
+                role: i.role,
+                addresses: &i.addresses,
+                security_groups: &i.security_groups,
+                source_dest_check: i.source_dest_check,
+                audit: i.audit,
             }
-            o.insert("cidrs".into(), json!(l.cidrs.iter().map(ToString::to_string).collect::<Vec<_>>()));
-            Value::Object(o)
-        })
-        .collect();
-    let instances: Vec<Value> = instances
-        .iter()
-        .map(|i| {
-            let mut o = Map::new();
-            o.insert("id".into(), json!(i.id));
-            if let Some(ifname) = &i.interface {
-                o.insert("interface".into(), json!(ifname));
-            }
-            o.insert("role".into(), json!(i.role.name()));
-            o.insert("addresses".into(), json!(i.addresses.iter().map(ToString::to_string).collect::<Vec<_>>()));
-            o.insert("security_groups".into(), json!(i.security_groups));
-            o.insert("source_dest_check".into(), json!(i.source_dest_check));
-            if i.audit {
-                o.insert("audit".into(), json!(true));
-            }
-            Value::Object(o)
-        })
-        .collect();
-    json!({ "security_groups": groups, "prefix_lists": lists, "instances": instances })
+        }
+    }
 }

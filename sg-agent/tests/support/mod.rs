@@ -5,11 +5,8 @@
 use std::path::Path;
 
 use aya::programs::{TestRun as _, TestRunOptions};
+use sg_agent::datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice};
 pub use sg_agent::lab::*;
-use sg_agent::{
-    agent,
-    datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
-};
 
 /// Whether privileged tests can run here. When they cannot: with `SG_REQUIRE_PRIVILEGED=1`
 /// (set by `cargo xtask test` and CI) the test fails; otherwise it is skipped with a note, so a
@@ -55,7 +52,7 @@ impl Kernel {
             LoadOptions { conntrack_max, xdp_mode: XdpModeChoice::Auto, tc_mode: TcModeChoice::Auto },
         )
         .expect("loading the programs");
-        let (_, compiled) = agent::prepare(policy, None).expect("valid policy");
+        let (_, compiled) = sg_agent::compile::prepare(policy, None).expect("valid policy");
         enforcer.install_unattached(&compiled, &[1], 1).expect("installing the policy");
         Kernel { enforcer, _bpffs: bpffs }
     }

@@ -1,6 +1,9 @@
-//! `sg-agent conntrack list|flush`: the tracked flows, read from (and cut in) the pinned
-//! conntrack map. Works whether or not an agent runs; interface names come from this node's
-//! network namespace, instance names from the live policy when an agent answers.
+//! The tracked flows as the agent sees them: `sg-agent conntrack list|flush` (read from, and cut
+//! in, the pinned conntrack map, whether or not an agent runs; interface names come from this
+//! node's network namespace, instance names from the live policy when an agent answers) and
+//! garbage collection ([`gc`]).
+
+pub mod gc;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -12,7 +15,7 @@ use sg_common::{
 };
 
 use crate::{
-    agent::monotonic_ns,
+    clock::monotonic_ns,
     datapath::{DatapathError, Maps, ifname},
     policy::Protocol,
 };

@@ -1,0 +1,79 @@
+//! `sg-agent run`: the daemon (see [`crate::daemon`]).
+
+use std::{path::PathBuf, time::Duration};
+
+use sg_common::maps::{Settings, capacity};
+
+use super::{CliError, Location};
+use crate::{
+    daemon::{self, RunOptions},
+    datapath::{LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Policy document (native, or AWS describe-security-groups JSON with --instances).
+    #[arg(long)]
+    policy: PathBuf,
+    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    #[arg(long)]
+    instances: Option<PathBuf>,
+    #[command(flatten)]
+    location: Location,
+    /// Conntrack table size (flows).
+    #[arg(long, default_value_t = capacity::CONNTRACK_DEFAULT)]
+    conntrack_max: u32,
+    #[command(flatten)]
+    timeouts: Timeouts,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpModeChoice,
+    /// TC attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    tc_mode: TcModeChoice,
+    /// Seconds between conntrack garbage collections.
+    #[arg(long, default_value_t = 10)]
+    gc_interval: u64,
+    /// Flow-log aggregation window, seconds.
+    #[arg(long, default_value_t = 10)]
+    flow_window: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101). Off by default.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+/// Conntrack timeouts, in seconds, within EC2's ranges (SPEC §3).
+#[derive(Debug, Clone, clap::Args)]
+struct Timeouts {
+    /// Established TCP (60-432000).
+    #[arg(long, default_value_t = Settings::DEFAULT.tcp_established, value_parser = clap::value_parser!(u32).range(60..=432_000))]
+    tcp_established_timeout: u32,
+    /// UDP one-way or a single exchange (30-60).
+    #[arg(long, default_value_t = Settings::DEFAULT.udp, value_parser = clap::value_parser!(u32).range(30..=60))]
+    udp_timeout: u32,
+    /// UDP stream: more than one exchange (60-180).
+    #[arg(long, default_value_t = Settings::DEFAULT.udp_stream, value_parser = clap::value_parser!(u32).range(60..=180))]
+    udp_stream_timeout: u32,
+}
+
+pub async fn run(args: Args) -> Result<(), CliError> {
+    let settings = Settings {
+        tcp_established: args.timeouts.tcp_established_timeout,
+        udp: args.timeouts.udp_timeout,
+        udp_stream: args.timeouts.udp_stream_timeout,
+        ..Settings::DEFAULT
+    };
+    daemon::run(RunOptions {
+        policy: args.policy,
+        instances: args.instances,
+        pins: PinLayout::new(args.location.pin_path),
+        socket: args.location.socket,
+        load: LoadOptions { conntrack_max: args.conntrack_max, xdp_mode: args.xdp_mode, tc_mode: args.tc_mode },
+        settings,
+        gc_interval: Duration::from_secs(args.gc_interval.max(1)),
+        flow_window: Duration::from_secs(args.flow_window.max(1)),
+        metrics: args.metrics,
+    })
+    .await?;
+    Ok(())
+}

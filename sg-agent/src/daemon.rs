@@ -1,0 +1,427 @@
+//! `sg-agent run`: the daemon's loop.
+//!
+//! Three kinds of work, kept apart so that none can stall another:
+//! - the **agent thread** owns the [`Agent`] and does everything that touches policy state, one
+//!   job at a time (applies, status, explain, teardown, SIGHUP reloads). Applying is blocking
+//!   work (syscalls by the thousand), so it runs on a thread of its own, not on the runtime;
+//! - **clients** of the control socket each get a task with deadlines and size caps: a client
+//!   that sends half a request holds only its own task, and at most [`MAX_CLIENTS`] are served
+//!   at once;
+//! - **signals** are handled by the loop itself: SIGTERM/SIGINT stop the agent (enforcement stays
+//!   in place), SIGHUP queues a reload.
+//!
+//! Every precondition (input valid, pin path free, socket and metrics address usable) is checked
+//! before the kernel is touched.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use sg_common::maps::Settings;
+use tokio::{
+    io::{AsyncWriteExt as _, BufReader},
+    net::UnixStream,
+    signal::unix::{SignalKind, signal},
+    sync::{Notify, Semaphore, broadcast, mpsc, oneshot},
+};
+
+use crate::{
+    agent::Agent,
+    compile,
+    conntrack::gc::Collector,
+    control::{self, Request, Response},
+    datapath::{self, DatapathError, Enforcer, LoadOptions, Maps, PinLayout},
+    explain,
+    flows::{FlowLogger, FlowRecord},
+    metrics,
+    policy::Invalid,
+    status,
+};
+
+/// Control-socket clients served at once; more are answered "busy" and closed.
+pub const MAX_CLIENTS: usize = 64;
+/// Apply documents being received or applied at once (each up to 64 MiB).
+pub const MAX_UPLOADS: usize = 2;
+/// Time a client has to send its request line.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Time a client has to send an apply's documents (64 MiB over a local socket takes well under
+/// a second).
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(60);
+/// Time to write an answer to a client that does not read it.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a stopping agent waits for the job in progress (an apply) to finish.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// `sg-agent run` options.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub instances: Option<PathBuf>,
+    pub pins: PinLayout,
+    pub socket: PathBuf,
+    pub load: LoadOptions,
+    pub settings: Settings,
+    pub gc_interval: Duration,
+    /// Flow-log aggregation window.
+    pub flow_window: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Why `run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A policy file could not be read, or is not acceptable text.
+    #[error("reading {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: crate::policy::ReadError,
+    },
+    /// The policy is invalid; nothing was touched.
+    #[error("{}", .invalid.in_file(.file))]
+    Invalid { file: PathBuf, invalid: Invalid },
+    /// The control socket cannot be used; nothing was touched.
+    #[error("control socket {}: {source}", .path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics address cannot be used; nothing was touched.
+    #[error("metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed; nothing was touched.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The kernel side failed (loading, pinning, attaching, applying).
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+impl RunError {
+    /// SPEC §5: 2 for invalid input, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Invalid { .. } => 2,
+            RunError::Read { source, .. } => source.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// The policy files, read as text.
+struct Inputs {
+    document: String,
+    instances: Option<String>,
+}
+
+fn read_inputs(policy: &Path, instances: Option<&Path>) -> Result<Inputs, RunError> {
+    let read =
+        |p: &Path| crate::policy::read_file(p).map_err(|source| RunError::Read { path: p.to_path_buf(), source });
+    Ok(Inputs { document: read(policy)?, instances: instances.map(read).transpose()? })
+}
+
+/// A unit of work for the agent thread.
+enum Job {
+    /// A control request; the reply says whether the agent should stop afterwards.
+    Control { request: Request, reply: oneshot::Sender<(Response, bool)> },
+    /// SIGHUP: re-read the policy files and apply them.
+    Reload,
+}
+
+/// Runs the agent until SIGTERM/SIGINT or a teardown request.
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    // Preconditions, none of which touches the kernel.
+    let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
+    compile::prepare(&inputs.document, inputs.instances.as_deref())
+        .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+    if !datapath::object_available() {
+        return Err(DatapathError::NoObject.into());
+    }
+    if !datapath::pins::on_bpffs(opts.pins.root()) {
+        return Err(DatapathError::NotBpffs(opts.pins.root().to_path_buf()).into());
+    }
+    let pin_lock = datapath::pins::lock(&opts.pins)?;
+    let listener =
+        control::bind(&opts.socket).await.map_err(|source| RunError::Socket { path: opts.socket.clone(), source })?;
+    let socket = SocketFile::new(&opts.socket);
+    let metrics_listener = match opts.metrics {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?)
+        }
+        None => None,
+    };
+    let (mut sigterm, mut sigint, mut sighup) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
+    let (Ok(sigterm), Ok(sigint), Ok(sighup)) = (sigterm.as_mut(), sigint.as_mut(), sighup.as_mut()) else {
+        let e = [sigterm.err(), sigint.err(), sighup.err()].into_iter().flatten().next();
+        return Err(RunError::Signals(e.unwrap_or_else(|| std::io::Error::other("unknown"))));
+    };
+
+    // The kernel side.
+    let mut enforcer = Enforcer::load(opts.pins.clone(), opts.load.clone())?;
+    enforcer.write_settings(&opts.settings)?;
+    let mut agent = Agent::new(enforcer)?;
+    agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
+        crate::agent::ApplyError::Invalid(invalid) => RunError::Invalid { file: opts.policy.clone(), invalid },
+        crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
+    })?;
+
+    let flows = agent.enforcer.flow_maps.take().and_then(|(ring, config)| {
+        let counters = Maps::from_pins(&opts.pins).ok();
+        let skipped = move || counters.as_ref().map_or(0, Maps::flow_events_skipped);
+        match FlowLogger::start(ring, config, agent.names.clone(), skipped, opts.flow_window) {
+            Ok(logger) => Some(logger.tx),
+            Err(e) => {
+                log::warn!("flow logs unavailable: {e}");
+                None
+            }
+        }
+    });
+    if let (Some(listener), Some(addr)) = (metrics_listener, opts.metrics) {
+        log::info!("metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, opts.pins.clone()));
+    }
+    let gc = match Collector::start(&opts.pins, opts.gc_interval) {
+        Ok(gc) => Some(gc),
+        Err(e) => {
+            log::error!("conntrack garbage collection disabled: {e}");
+            None
+        }
+    };
+    log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display());
+
+    let (jobs, job_rx) = mpsc::channel::<Job>(64);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let gc_stats = gc.as_ref().map(|g| g.stats.clone());
+    let reload = (opts.policy.clone(), opts.instances.clone());
+    let agent_thread = std::thread::Builder::new()
+        .name("sg-agent".into())
+        .spawn(move || {
+            agent_loop(agent, job_rx, gc_stats, reload);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
+
+    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let uploads = Arc::new(Semaphore::new(MAX_UPLOADS));
+    let stop = Arc::new(Notify::new());
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = stop.notified() => break,
+            _ = sighup.recv() => {
+                log::info!("SIGHUP: re-reading {}", opts.policy.display());
+                if jobs.try_send(Job::Reload).is_err() {
+                    log::warn!("SIGHUP ignored: the agent is busy with {} queued jobs", jobs.max_capacity());
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                match clients.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (uploads, jobs, flows, stop) = (uploads.clone(), jobs.clone(), flows.clone(), stop.clone());
+                        tokio::spawn(async move {
+                            serve_client(stream, uploads, jobs, flows, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tokio::spawn(refuse_busy(stream));
+                    }
+                }
+            }
+        }
+    }
+    // Stop: no new jobs; let the one in progress finish (briefly), then leave enforcement as it is.
+    drop(jobs);
+    drop(listener);
+    drop(socket);
+    if tokio::time::timeout(STOP_GRACE, done_rx).await.is_ok() {
+        let _ = agent_thread.join();
+    } else {
+        log::warn!("stopping while a job is still in progress (the live generation is unaffected)");
+    }
+    drop(gc);
+    drop(pin_lock);
+    log::info!("stopped; enforcement stays in place (sg-agent teardown removes it)");
+    Ok(())
+}
+
+/// The control socket file, removed on drop if it is still the one this agent created (a later
+/// agent may have replaced it).
+struct SocketFile {
+    path: PathBuf,
+    inode: Option<u64>,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> SocketFile {
+        use std::os::unix::fs::MetadataExt as _;
+        SocketFile { path: path.to_path_buf(), inode: std::fs::metadata(path).ok().map(|m| m.ino()) }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        if self.inode.is_some() && std::fs::metadata(&self.path).ok().map(|m| m.ino()) == self.inode {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The agent thread: one job at a time, until the job channel closes or a teardown succeeds.
+fn agent_loop(
+    mut agent: Agent,
+    mut jobs: mpsc::Receiver<Job>,
+    gc: Option<Arc<std::sync::Mutex<crate::conntrack::gc::GcStats>>>,
+    (policy, instances): (PathBuf, Option<PathBuf>),
+) {
+    while let Some(job) = jobs.blocking_recv() {
+        match job {
+            Job::Reload => {
+                let result = read_inputs(&policy, instances.as_deref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|i| agent.apply(&i.document, i.instances.as_deref()).map_err(|e| e.to_string()));
+                if let Err(e) = result {
+                    log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                }
+            }
+            Job::Control { request, reply } => {
+                let (response, stop) = handle(&mut agent, request, gc.as_deref());
+                let _ = reply.send((response, stop));
+                if stop {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Handles one control request on the agent thread; the flag says whether the agent stops.
+fn handle(
+    agent: &mut Agent,
+    request: Request,
+    gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
+) -> (Response, bool) {
+    let response = match request {
+        Request::Rules => Response::of(&agent.rule_hits()),
+        Request::Flows => Response::error(1, "flow logs are not available in this agent"),
+        Request::Status => {
+            let mut view = agent.view();
+            view.gc = gc.and_then(|g| g.lock().ok().map(|s| s.clone()));
+            match status::collect(&agent.enforcer.maps, agent.enforcer.pins(), Some(&view)) {
+                Ok(s) => Response::of(&s),
+                Err(e) => Response::error(1, e.to_string()),
+            }
+        }
+        Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
+            Ok(summary) => Response::of(&summary),
+            Err(e) => Response::error(e.exit_code(), e.to_string()),
+        },
+        Request::Explain { query } => match &agent.live {
+            None => Response::error(1, "no policy applied yet"),
+            Some(live) => match explain::explain_compiled(&live.document, &live.compiled, &query) {
+                Ok(e) => Response::of(&e),
+                Err(e) => Response::error(2, e.to_string()),
+            },
+        },
+        Request::Teardown => match datapath::teardown(agent.enforcer.pins()) {
+            Ok(detached) => {
+                log::info!("teardown: enforcement removed from {}", detached.join(", "));
+                return (Response::ok(serde_json::json!({ "detached": detached })), true);
+            }
+            Err(e) => Response::error(1, e.to_string()),
+        },
+    };
+    (response, false)
+}
+
+/// One control-socket client: read the request within its deadline, hand it to the agent
+/// thread, answer. Flow-log streams are served here, without the agent thread.
+async fn serve_client(
+    stream: UnixStream,
+    uploads: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
+    flows: Option<broadcast::Sender<Arc<Vec<FlowRecord>>>>,
+    stop: Arc<Notify>,
+) {
+    let mut stream = BufReader::new(stream);
+    let deadlines = control::Deadlines { request_line: REQUEST_DEADLINE, documents: UPLOAD_DEADLINE };
+    // `_upload` (an apply's) is held until the apply is done: see `MAX_UPLOADS`.
+    let (request, _upload) = match control::read_request(&mut stream, deadlines, &uploads).await {
+        Ok(r) => r,
+        Err(bad) => return answer(&mut stream, &bad).await,
+    };
+    if let Request::Flows = request {
+        match flows {
+            Some(tx) => stream_flows(stream, tx.subscribe()).await,
+            None => answer(&mut stream, &Response::error(1, "flow logs are not available in this agent")).await,
+        }
+        return;
+    }
+    let (reply, answered) = oneshot::channel();
+    if jobs.send(Job::Control { request, reply }).await.is_err() {
+        return answer(&mut stream, &Response::error(1, "the agent is stopping")).await;
+    }
+    let Ok((response, stops)) = answered.await else {
+        return answer(&mut stream, &Response::error(1, "the agent stopped before answering")).await;
+    };
+    answer(&mut stream, &response).await;
+    if stops {
+        stop.notify_one();
+    }
+}
+
+async fn answer(stream: &mut BufReader<UnixStream>, response: &Response) {
+    match tokio::time::timeout(ANSWER_DEADLINE, control::write_response(stream, response)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::debug!("control client went away: {e}"),
+        Err(_) => log::debug!("control client did not read its answer in time"),
+    }
+}
+
+async fn refuse_busy(stream: UnixStream) {
+    let mut stream = BufReader::new(stream);
+    let busy = Response::error(1, format!("the agent is serving {MAX_CLIENTS} clients already; try again"));
+    answer(&mut stream, &busy).await;
+}
+
+/// Streams flow-log records to a `sg-agent flows` client: a first line saying it starts, then
+/// one JSON record per line, until the client goes away. A slow client that falls behind misses
+/// windows (the channel is bounded) rather than holding memory.
+async fn stream_flows(
+    mut stream: BufReader<UnixStream>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<Vec<FlowRecord>>>,
+) {
+    let mut hello = serde_json::to_vec(&Response::ok(serde_json::json!({ "streaming": "flows" }))).unwrap_or_default();
+    hello.push(b'\n');
+    if stream.get_mut().write_all(&hello).await.is_err() {
+        return;
+    }
+    loop {
+        let batch = match rx.recv().await {
+            Ok(batch) => batch,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let mut bytes = Vec::new();
+        for record in batch.iter() {
+            if serde_json::to_writer(&mut bytes, record).is_ok() {
+                bytes.push(b'\n');
+            }
+        }
+        if stream.get_mut().write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}

@@ -46,6 +46,10 @@ pub struct ApplySummary {
     /// Validate + compile + write + swap, in milliseconds.
     pub apply_ms: f64,
     pub changes: Changes,
+    /// Interfaces of local instances that do not exist (yet): those instances are protected
+    /// the moment their interface appears.
+    #[serde(default)]
+    pub waiting: Vec<String>,
 }
 
 /// A rule and its hits, for `status --rules`.
@@ -57,6 +61,18 @@ pub struct RuleHits {
     pub rule: String,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// Where one interface stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum InterfaceState {
+    /// Attached, and the live generation holds its instance's policy.
+    Protected { ifindex: u32, generation: u64 },
+    /// The live policy has an instance on it, but it does not exist (yet).
+    Waiting,
+    /// No local instance of the live policy uses it.
+    NotInPolicy,
 }
 
 /// The live policy: the document, what it compiled to, and when it went live.
@@ -95,6 +111,7 @@ impl Agent {
             counts: PolicyCounts::of(&doc, &compiled),
             apply_ms: started.elapsed().as_secs_f64() * 1000.0,
             changes,
+            waiting: self.enforcer.waiting.iter().cloned().collect(),
         };
         log::info!("generation {generation} live: {} ({:.1} ms)", summary.counts, summary.apply_ms);
         self.generation = generation;
@@ -118,6 +135,41 @@ impl Agent {
             return Ok(generation);
         }
         self.apply(document, instances).map(|s| s.generation)
+    }
+
+    /// Interfaces appeared, vanished or were re-created: if that changes which of the live
+    /// policy's interfaces exist, installs the live policy again as the next generation, which
+    /// attaches the new ones and forgets the gone ones (and their tracked flows). Returns the
+    /// new generation, if there is one.
+    pub fn reconcile_interfaces(&mut self) -> Result<Option<u64>, DatapathError> {
+        let Some(live) = &self.live else { return Ok(None) };
+        if !self.enforcer.interfaces_changed(&live.compiled) {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let generation = self.generation + 1;
+        self.enforcer.install(&live.compiled, generation)?;
+        self.generation = generation;
+        self.applied_at = Some(SystemTime::now());
+        log::info!(
+            "generation {generation} live: interfaces changed, {} attached, {} waiting ({:.1} ms)",
+            self.enforcer.attached.len(),
+            self.enforcer.waiting.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        self.after_change();
+        Ok(Some(generation))
+    }
+
+    /// Where an interface stands, for `wait-protected`.
+    pub fn interface_state(&self, name: &str) -> InterfaceState {
+        let wanted = self.live.as_ref().is_some_and(|l| l.compiled.ifaces.iter().any(|i| i.interface == name));
+        let attached = self.enforcer.attached.get(name).map(|a| a.ifindex);
+        match (wanted, attached) {
+            (false, _) => InterfaceState::NotInPolicy,
+            (true, Some(ifindex)) => InterfaceState::Protected { ifindex, generation: self.generation },
+            (true, None) => InterfaceState::Waiting,
+        }
     }
 
     /// Bookkeeping once a generation is live: flow-log names, and the hit counters of rules the
@@ -170,6 +222,8 @@ impl Agent {
                 let view = InterfaceView {
                     instance: i.instance.clone(),
                     attachment: self.enforcer.attached.get(&i.interface).cloned(),
+                    waiting: self.enforcer.waiting.contains(&i.interface),
+                    config: i.config,
                 };
                 (i.interface.clone(), view)
             })

@@ -47,6 +47,10 @@ pub enum Request {
     Explain {
         query: crate::explain::Query,
     },
+    /// Where one interface stands (`wait-protected`).
+    Interface {
+        name: String,
+    },
     /// Remove all enforcement and stop the agent.
     Teardown,
 }
@@ -60,6 +64,7 @@ enum Header {
     Flows,
     Apply { document_bytes: usize, instances_bytes: Option<usize> },
     Explain { query: crate::explain::Query },
+    Interface { name: String },
     Teardown,
 }
 
@@ -145,6 +150,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         Header::Flows => Request::Flows,
         Header::Explain { query } => Request::Explain { query },
         Header::Teardown => Request::Teardown,
+        Header::Interface { name } => Request::Interface { name },
         Header::Apply { document_bytes, instances_bytes } => {
             let bodies = async {
                 let permit =
@@ -208,6 +214,7 @@ fn encode(request: &Request) -> io::Result<Vec<u8>> {
         Request::Flows => Header::Flows,
         Request::Teardown => Header::Teardown,
         Request::Explain { query } => Header::Explain { query: query.clone() },
+        Request::Interface { name } => Header::Interface { name: name.clone() },
         Request::Apply { document, instances } => {
             Header::Apply { document_bytes: document.len(), instances_bytes: instances.as_ref().map(String::len) }
         }

@@ -35,13 +35,16 @@ use crate::{
     datapath::{self, DatapathError, Enforcer, LoadOptions, Maps, PinLayout},
     explain,
     flows::{FlowLogger, FlowRecord},
+    interfaces::{LinkEvent, LinkWatcher},
     metrics,
     policy::Invalid,
-    status,
+    status::{self, SharedView},
 };
 
-/// Control-socket clients served at once; more are answered "busy" and closed.
-pub const MAX_CLIENTS: usize = 64;
+/// Control-socket clients served at once; more are answered "busy" and closed. Generous, so
+/// that clients stalled mid-request (each cut off after [`REQUEST_DEADLINE`]) cannot crowd out
+/// a `status`; bounded, so that they cannot exhaust memory (at most 64 KiB of request line each).
+pub const MAX_CLIENTS: usize = 512;
 /// Apply documents being received or applied at once (each up to 64 MiB).
 pub const MAX_UPLOADS: usize = 2;
 /// Time a client has to send its request line.
@@ -134,6 +137,8 @@ enum Job {
     Control { request: Request, reply: oneshot::Sender<(Response, bool)> },
     /// SIGHUP: re-read the policy files and apply them.
     Reload,
+    /// Interfaces appeared or vanished.
+    Links(Vec<LinkEvent>),
 }
 
 /// Runs the agent until SIGTERM/SIGINT or a teardown request.
@@ -165,8 +170,20 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         return Err(RunError::Signals(e.unwrap_or_else(|| std::io::Error::other("unknown"))));
     };
 
+    // Subscribed before the first install, so that no interface change after it goes unseen.
+    let links = LinkWatcher::new().map_err(|e| RunError::Signals(std::io::Error::other(format!("netlink: {e}"))))?;
+
     // The kernel side.
     let mut enforcer = Enforcer::load(opts.pins.clone(), opts.load.clone())?;
+    let capacity = enforcer.maps.conntrack_capacity();
+    if capacity != opts.load.conntrack_max {
+        log::warn!(
+            "the conntrack table pinned under {} holds {capacity} flows; --conntrack-max {} takes effect only with \
+             a new table: `sg-agent teardown` then start again (this cuts tracked flows)",
+            opts.pins.root().display(),
+            opts.load.conntrack_max
+        );
+    }
     enforcer.write_settings(&opts.settings)?;
     let mut agent = Agent::new(enforcer)?;
     agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
@@ -185,9 +202,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         }
     });
+    let view: SharedView = Arc::new(std::sync::RwLock::new(agent.view()));
     if let (Some(listener), Some(addr)) = (metrics_listener, opts.metrics) {
         log::info!("metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(listener, opts.pins.clone()));
+        tokio::spawn(metrics::serve(listener, opts.pins.clone(), view.clone()));
     }
     let gc = match Collector::start(&opts.pins, opts.gc_interval) {
         Ok(gc) => Some(gc),
@@ -202,22 +220,24 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let gc_stats = gc.as_ref().map(|g| g.stats.clone());
     let reload = (opts.policy.clone(), opts.instances.clone());
+    let shared = view.clone();
     let agent_thread = std::thread::Builder::new()
         .name("sg-agent".into())
         .spawn(move || {
-            agent_loop(agent, job_rx, gc_stats, reload);
+            agent_loop(agent, job_rx, gc_stats, reload, shared);
             let _ = done_tx.send(());
         })
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
+    tokio::spawn(follow_links(links, jobs.clone()));
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let uploads = Arc::new(Semaphore::new(MAX_UPLOADS));
     let stop = Arc::new(Notify::new());
-    loop {
+    let torn_down = loop {
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = stop.notified() => break,
+            _ = sigterm.recv() => break false,
+            _ = sigint.recv() => break false,
+            _ = stop.notified() => break true,
             _ = sighup.recv() => {
                 log::info!("SIGHUP: re-reading {}", opts.policy.display());
                 if jobs.try_send(Job::Reload).is_err() {
@@ -240,7 +260,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
         }
-    }
+    };
     // Stop: no new jobs; let the one in progress finish (briefly), then leave enforcement as it is.
     drop(jobs);
     drop(listener);
@@ -252,7 +272,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     drop(gc);
     drop(pin_lock);
-    log::info!("stopped; enforcement stays in place (sg-agent teardown removes it)");
+    if torn_down {
+        log::info!("stopped after teardown; nothing is enforced any more");
+    } else {
+        log::info!("stopped; enforcement stays in place (sg-agent teardown removes it)");
+    }
     Ok(())
 }
 
@@ -279,30 +303,84 @@ impl Drop for SocketFile {
     }
 }
 
+/// Forwards interface changes to the agent thread, starting with a full re-read (anything
+/// that changed between the first install and now).
+async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
+    if jobs.send(Job::Links(vec![LinkEvent::Resync])).await.is_err() {
+        return;
+    }
+    loop {
+        match links.next().await {
+            Ok(events) if events.is_empty() => {}
+            Ok(events) => {
+                if jobs.send(Job::Links(events)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::error!("interface notifications stopped ({e}); new interfaces are attached on the next apply");
+                return;
+            }
+        }
+    }
+}
+
 /// The agent thread: one job at a time, until the job channel closes or a teardown succeeds.
 fn agent_loop(
     mut agent: Agent,
     mut jobs: mpsc::Receiver<Job>,
     gc: Option<Arc<std::sync::Mutex<crate::conntrack::gc::GcStats>>>,
     (policy, instances): (PathBuf, Option<PathBuf>),
+    view: SharedView,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Reload => {
-                let result = read_inputs(&policy, instances.as_deref())
-                    .map_err(|e| e.to_string())
-                    .and_then(|i| agent.apply(&i.document, i.instances.as_deref()).map_err(|e| e.to_string()));
-                if let Err(e) = result {
-                    log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()));
+        if let Ok(mut shared) = view.write() {
+            *shared = agent.view();
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Runs one job; returns whether the agent stops (after a teardown).
+fn run_job(
+    agent: &mut Agent,
+    job: Job,
+    gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
+    (policy, instances): (&Path, Option<&Path>),
+) -> bool {
+    match job {
+        Job::Links(events) => {
+            for event in &events {
+                match event {
+                    LinkEvent::Present { name, ifindex } => log::debug!("link {name} ({ifindex}) present"),
+                    LinkEvent::Gone { name, ifindex } => log::debug!("link {name} ({ifindex}) gone"),
+                    LinkEvent::Resync => log::debug!("re-reading interfaces"),
                 }
             }
-            Job::Control { request, reply } => {
-                let (response, stop) = handle(&mut agent, request, gc.as_deref());
-                let _ = reply.send((response, stop));
-                if stop {
-                    return;
-                }
+            if let Err(e) = agent.reconcile_interfaces() {
+                log::error!(
+                    "interfaces changed but generation {} could not follow: {e}; retried on the next change or apply",
+                    agent.generation
+                );
             }
+            false
+        }
+        Job::Reload => {
+            let result = read_inputs(policy, instances)
+                .map_err(|e| e.to_string())
+                .and_then(|i| agent.apply(&i.document, i.instances.as_deref()).map_err(|e| e.to_string()));
+            if let Err(e) = result {
+                log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+            }
+            false
+        }
+        Job::Control { request, reply } => {
+            let (response, stop) = handle(agent, request, gc);
+            let _ = reply.send((response, stop));
+            stop
         }
     }
 }
@@ -335,6 +413,7 @@ fn handle(
                 Err(e) => Response::error(2, e.to_string()),
             },
         },
+        Request::Interface { name } => Response::of(&agent.interface_state(&name)),
         Request::Teardown => match datapath::teardown(agent.enforcer.pins()) {
             Ok(detached) => {
                 log::info!("teardown: enforcement removed from {}", detached.join(", "));

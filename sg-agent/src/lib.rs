@@ -8,7 +8,8 @@
 //! generation and applying documents); [`control`] is the socket protocol, [`cli`] the command
 //! line. Reports: [`status`], [`flows`] (flow logs), [`metrics`], [`explain`] (the verdict run on
 //! the host by [`emulator`]), [`changes`] (what an apply changed), [`conntrack`] (tracked flows
-//! and their garbage collection). [`clock`] holds the clocks they share.
+//! and their garbage collection). [`interfaces`] follows interfaces as they come and go.
+//! [`clock`] holds the clocks they share.
 
 pub mod agent;
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod datapath;
 pub mod emulator;
 pub mod explain;
 pub mod flows;
+pub mod interfaces;
 pub mod lab;
 pub mod metrics;
 pub mod policy;

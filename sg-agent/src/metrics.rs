@@ -9,11 +9,27 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::datapath::{Maps, PinLayout};
+use crate::{
+    datapath::{Maps, PinLayout},
+    status::{AgentView, SharedView},
+};
 
-/// The metrics text, or an error line.
-pub fn render(maps: &Maps) -> String {
+/// The metrics text.
+pub fn render(maps: &Maps, view: &AgentView) -> String {
     let mut m = String::new();
+    let waiting: Vec<(&String, &String)> =
+        view.interfaces.iter().filter(|(_, v)| v.waiting).map(|(name, v)| (name, &v.instance)).collect();
+    let attached = view.interfaces.values().filter(|v| v.attachment.is_some()).count();
+    let _ =
+        writeln!(m, "# HELP sg_agent_interfaces Local instances' interfaces, by state (waiting: does not exist yet).");
+    let _ = writeln!(m, "# TYPE sg_agent_interfaces gauge");
+    let _ = writeln!(m, "sg_agent_interfaces{{state=\"attached\"}} {attached}");
+    let _ = writeln!(m, "sg_agent_interfaces{{state=\"waiting\"}} {}", waiting.len());
+    let _ = writeln!(m, "# HELP sg_agent_interface_waiting A local instance whose interface does not exist (yet).");
+    let _ = writeln!(m, "# TYPE sg_agent_interface_waiting gauge");
+    for (interface, instance) in waiting {
+        let _ = writeln!(m, "sg_agent_interface_waiting{{interface=\"{interface}\",instance=\"{instance}\"}} 1");
+    }
     let counters = maps.counters().unwrap_or_default();
     let _ = writeln!(m, "# HELP sg_agent_packets_total Packets judged, by verdict reason.");
     let _ = writeln!(m, "# TYPE sg_agent_packets_total counter");
@@ -58,7 +74,7 @@ pub fn render(maps: &Maps) -> String {
 }
 
 /// Serves `GET /metrics` until the process ends.
-pub async fn serve(listener: TcpListener, pins: PinLayout) {
+pub async fn serve(listener: TcpListener, pins: PinLayout, view: SharedView) {
     let maps = match Maps::from_pins(&pins) {
         Ok(m) => m,
         Err(e) => {
@@ -73,7 +89,8 @@ pub async fn serve(listener: TcpListener, pins: PinLayout) {
         let Ok(Ok(n)) = read else { continue };
         let request = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
         let (status, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
-            ("200 OK", render(&maps))
+            let view = view.read().map(|v| v.clone()).unwrap_or_default();
+            ("200 OK", render(&maps, &view))
         } else {
             ("404 Not Found", "not found; try /metrics\n".to_owned())
         };

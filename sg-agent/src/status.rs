@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sg_common::{
-    maps::{CtEntry, CtKey, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK},
+    maps::{CtEntry, CtKey, IFACE_AUDIT, IFACE_SOURCE_DEST_CHECK, IfaceConfig},
     orientation::Role,
 };
 
@@ -27,10 +27,17 @@ pub struct AgentView {
     pub programs: Vec<ProgramInfo>,
 }
 
+/// The agent's view for readers outside the agent thread (metrics), refreshed after every job.
+pub type SharedView = std::sync::Arc<std::sync::RwLock<AgentView>>;
+
 #[derive(Debug, Clone)]
 pub struct InterfaceView {
     pub instance: String,
     pub attachment: Option<Attachment>,
+    /// The interface does not exist (yet).
+    pub waiting: bool,
+    /// What the policy says about it (role, flags).
+    pub config: IfaceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +63,10 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterfaceStatus {
     pub interface: String,
+    /// `attached`, or `waiting` (a local instance's interface that does not exist yet: it is
+    /// protected the moment it appears).
+    pub state: String,
+    /// 0 while waiting.
     pub ifindex: u32,
     pub instance: Option<String>,
     pub role: String,
@@ -97,6 +108,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
             let instance = view.map(|v| v.instance.clone());
             InterfaceStatus {
                 interface,
+                state: "attached".to_owned(),
                 ifindex,
                 instance,
                 role: Role::from_u8(cfg.role).name().to_owned(),
@@ -107,6 +119,18 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
             }
         })
         .collect();
+    let waiting = agent.iter().flat_map(|a| &a.interfaces).filter(|(_, v)| v.waiting);
+    interfaces.extend(waiting.map(|(interface, v)| InterfaceStatus {
+        interface: interface.clone(),
+        state: "waiting".to_owned(),
+        ifindex: 0,
+        instance: Some(v.instance.clone()),
+        role: Role::from_u8(v.config.role).name().to_owned(),
+        source_dest_check: v.config.flags & IFACE_SOURCE_DEST_CHECK != 0,
+        audit: v.config.flags & IFACE_AUDIT != 0,
+        xdp: None,
+        tc: None,
+    }));
     interfaces.sort_by(|a, b| a.interface.cmp(&b.interface));
     let policy = agent.and_then(|a| a.policy);
     let counters = maps
@@ -177,6 +201,7 @@ pub fn format_human(s: &Status) -> String {
     let _ = writeln!(out, "interfaces:");
     for i in &s.interfaces {
         let modes = match (i.xdp, i.tc) {
+            _ if i.state == "waiting" => "WAITING for the interface to appear".to_owned(),
             (Some(x), Some(t)) => format!("{x}, {t}"),
             _ => "attached".to_owned(),
         };

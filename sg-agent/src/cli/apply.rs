@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 
 use super::{CliError, Location, call, decode, print_json, read_pair};
-use crate::{agent::ApplySummary, compile, control::Request};
+use crate::{
+    agent::ApplySummary,
+    compile,
+    control::{ClientError, Request},
+    datapath::{Maps, PinLayout},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,13 +28,43 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     // Validate here first: a clear error naming the file, and nothing sent.
     compile::prepare(&document, instances.as_deref())
         .map_err(|invalid| CliError::Invalid { file: args.file.clone(), invalid })?;
-    let data = call(&args.location.socket, &Request::Apply { document, instances }).await?;
+    let pins = PinLayout::new(&args.location.pin_path);
+    let before = live_generation(&pins);
+    let data = match call(&args.location.socket, &Request::Apply { document, instances }).await {
+        Err(CliError::Client(e @ (ClientError::NoAnswer | ClientError::Io(_)))) => {
+            return Err(interrupted(&e, before, live_generation(&pins)));
+        }
+        other => other?,
+    };
     let summary: ApplySummary = decode(data.clone())?;
     if args.json {
         print_json(&data);
     } else {
         println!("generation {} live ({:.1} ms): {}", summary.generation, summary.apply_ms, summary.counts);
         println!("{}", summary.changes);
+        if !summary.waiting.is_empty() {
+            println!(
+                "waiting for interfaces (their instances are protected the moment they appear): {}",
+                summary.waiting.join(", ")
+            );
+        }
     }
     Ok(())
+}
+
+/// The live generation in the pinned state, if it can be read.
+fn live_generation(pins: &PinLayout) -> Option<u64> {
+    Maps::from_pins(pins).ok()?.live().ok()?.map(|l| l.generation)
+}
+
+/// What is known when the agent went away mid-apply: whether a new generation went live.
+fn interrupted(e: &ClientError, before: Option<u64>, after: Option<u64>) -> CliError {
+    let outcome = match (before, after) {
+        (Some(b), Some(a)) if a > b => {
+            format!("generation {a} went live before it stopped: this document is in force")
+        }
+        (_, Some(a)) => format!("generation {a} (the one before this apply) stays in force"),
+        (_, None) => "no pinned state could be read to say what is in force (see `sg-agent status`)".to_owned(),
+    };
+    CliError::Interrupted(format!("{e}; {outcome}"))
 }

@@ -11,6 +11,7 @@ mod import_aws;
 mod run;
 mod status;
 mod teardown;
+mod wait_protected;
 
 use std::{
     path::{Path, PathBuf},
@@ -56,6 +57,9 @@ pub enum Command {
     Teardown(teardown::Args),
     /// Convert `aws ec2 describe-security-groups` JSON to a native document.
     ImportAws(import_aws::Args),
+    /// Wait until an interface is attached with the live generation (for orchestration hooks:
+    /// call it before bringing the link up).
+    WaitProtected(wait_protected::Args),
 }
 
 /// Where the running agent and its pinned state are.
@@ -100,6 +104,12 @@ pub enum CliError {
     /// `status`: no policy is in force.
     #[error("not enforcing: {0}")]
     NotEnforcing(String),
+    /// `wait-protected`: the interface did not become protected in time.
+    #[error("{0}")]
+    NotProtected(String),
+    /// The agent went away while handling an apply; what is known about the outcome.
+    #[error("{0}")]
+    Interrupted(String),
     /// The async runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -113,7 +123,12 @@ impl CliError {
             CliError::Invalid { .. } | CliError::Usage(_) => 2,
             CliError::Refused { exit_code, .. } => (*exit_code).max(1),
             CliError::Run(e) => e.exit_code(),
-            CliError::Client(_) | CliError::Datapath(_) | CliError::NotEnforcing(_) | CliError::Runtime(_) => 1,
+            CliError::Client(_)
+            | CliError::Datapath(_)
+            | CliError::NotEnforcing(_)
+            | CliError::NotProtected(_)
+            | CliError::Interrupted(_)
+            | CliError::Runtime(_) => 1,
         }
     }
 
@@ -162,6 +177,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Conntrack(args) => conntrack::run(args).await,
         Command::Teardown(args) => teardown::run(args).await,
         Command::ImportAws(args) => import_aws::run(args),
+        Command::WaitProtected(args) => wait_protected::run(args).await,
     }
 }
 

@@ -78,9 +78,14 @@ struct SlotContents {
 }
 
 impl SlotContents {
-    fn of(compiled: &Compiled, ifindexes: &[u32]) -> SlotContents {
+    fn of(compiled: &Compiled, ifindexes: &[Option<u32>]) -> SlotContents {
         SlotContents {
-            ifaces: compiled.ifaces.iter().zip(ifindexes).map(|(i, ifindex)| (*ifindex, i.config)).collect(),
+            ifaces: compiled
+                .ifaces
+                .iter()
+                .zip(ifindexes)
+                .filter_map(|(i, ifindex)| Some(((*ifindex)?, i.config)))
+                .collect(),
             own: compiled.own_addrs.iter().map(|k| OwnAddrKey { slot: 0, ..*k }).collect(),
             peers: compiled.peers.iter().map(|p| ((p.prefix_len, PeerKey { slot: 0, ..p.key }), p.class)).collect(),
             rules: compiled
@@ -208,11 +213,12 @@ impl Maps {
     ///
     /// Only the difference between what the idle slot holds (the generation before the live
     /// one) and `compiled` is written: a membership change is a handful of map updates, not a
-    /// rewrite of every rule. `ifindexes[i]` is the interface index of `compiled.ifaces[i]`.
+    /// rewrite of every rule. `ifindexes[i]` is the interface index of `compiled.ifaces[i]` (`None`:
+    /// the interface does not exist, and its instance gets no entry).
     pub fn install(
         &mut self,
         compiled: &Compiled,
-        ifindexes: &[u32],
+        ifindexes: &[Option<u32>],
         generation: u64,
         barrier: &Arc<RcuBarrier>,
     ) -> Result<u32, DatapathError> {
@@ -304,7 +310,7 @@ impl Maps {
     }
 
     /// Whether `slot` holds exactly the entries `compiled` (with `ifindexes`) would write.
-    pub fn slot_holds(&self, slot: u32, compiled: &Compiled, ifindexes: &[u32]) -> Result<bool, DatapathError> {
+    pub fn slot_holds(&self, slot: u32, compiled: &Compiled, ifindexes: &[Option<u32>]) -> Result<bool, DatapathError> {
         Ok(SlotContents::read(self, slot) == SlotContents::of(compiled, ifindexes))
     }
 
@@ -365,6 +371,19 @@ impl Maps {
             return self.conntrack.iter().filter_map(Result::ok).collect();
         }
         out
+    }
+
+    /// Removes the tracked flows of interface `ifindex` (one that was detached or vanished:
+    /// no program reads them any more, and an index may be reused by a later interface).
+    /// Returns how many.
+    pub fn remove_conntrack_of(&mut self, ifindex: u32) -> usize {
+        use std::os::fd::AsFd as _;
+        let keys: Vec<CtKey> =
+            self.conntrack_entries().into_iter().filter(|(k, _)| k.ifindex == ifindex).map(|(k, _)| k).collect();
+        if super::batch::delete(self.conntrack.map().fd().as_fd(), &keys).is_ok() {
+            return keys.len();
+        }
+        keys.iter().filter(|k| self.conntrack.remove(k).is_ok()).count()
     }
 
     pub fn conntrack_capacity(&self) -> u32 {

@@ -72,6 +72,8 @@ pub struct Enforcer {
     options: LoadOptions,
     /// Interfaces this agent attached or adopted, by name.
     pub attached: BTreeMap<String, Attachment>,
+    /// Interfaces of the live policy that do not exist (yet): their instances wait for them.
+    pub waiting: std::collections::BTreeSet<String>,
     /// The flow-log ring buffer and switch, until the agent's flow logger takes them.
     pub flow_maps: Option<(
         aya::maps::RingBuf<aya::maps::MapData>,
@@ -152,7 +154,16 @@ impl Enforcer {
             _ => None,
         };
         let barrier = std::sync::Arc::new(RcuBarrier::new().map_err(DatapathError::RcuBarrier)?);
-        Ok(Enforcer { pins, ebpf, maps, barrier, options, attached: BTreeMap::new(), flow_maps })
+        Ok(Enforcer {
+            pins,
+            ebpf,
+            maps,
+            barrier,
+            options,
+            attached: BTreeMap::new(),
+            waiting: Default::default(),
+            flow_maps,
+        })
     }
 
     pub fn pins(&self) -> &PinLayout {
@@ -164,12 +175,15 @@ impl Enforcer {
     }
 
     /// Makes `compiled` live as `generation` and brings attachments in line with it:
-    /// 1. resolve every interface (a missing one fails the whole apply, changing nothing);
+    /// 1. resolve every interface: one that does not exist (yet) is *waiting* — its instance
+    ///    gets no entry, the rest of the document applies; one that vanished or was re-created
+    ///    under a new index since it was attached is forgotten first;
     /// 2. attach to new interfaces (until the flip they judge with no policy: fail closed);
     /// 3. write the idle slot, flip, wait for RCU;
     /// 4. detach interfaces the document no longer has.
     pub fn install(&mut self, compiled: &Compiled, generation: u64) -> Result<(), DatapathError> {
-        let ifindexes = resolve(compiled)?;
+        let ifindexes = resolve(compiled);
+        self.forget_replaced(&ifindexes, compiled);
         // Interfaces nobody filters yet: attach now (fail closed until the flip).
         let newly = self.attach_missing(compiled, &ifindexes, |pins, iface| !pins.has_links(iface))?;
         if let Err(e) = self.maps.install(compiled, &ifindexes, generation, &self.barrier) {
@@ -183,6 +197,7 @@ impl Enforcer {
         // programs on that layout's maps until this atomic replacement).
         self.attach_missing(compiled, &ifindexes, |_, _| true)?;
         self.detach_stale(compiled);
+        self.note_waiting(compiled, &ifindexes);
         self.remove_old_layouts();
         Ok(())
     }
@@ -193,14 +208,54 @@ impl Enforcer {
     /// `None` if the live state differs (or there is none) and a normal install is needed.
     pub fn adopt(&mut self, compiled: &Compiled) -> Result<Option<u64>, DatapathError> {
         let Some(live) = self.maps.live()? else { return Ok(None) };
-        let Ok(ifindexes) = resolve(compiled) else { return Ok(None) };
+        let ifindexes = resolve(compiled);
         if !self.maps.slot_holds(live.slot, compiled, &ifindexes)? {
             return Ok(None);
         }
         self.attach_missing(compiled, &ifindexes, |_, _| true)?;
         self.detach_stale(compiled);
+        self.note_waiting(compiled, &ifindexes);
         self.remove_old_layouts();
         Ok(Some(live.generation))
+    }
+
+    /// Whether installing `compiled` now would attach or forget an interface: one appeared,
+    /// vanished, or was re-created under another index since the last install.
+    pub fn interfaces_changed(&self, compiled: &Compiled) -> bool {
+        compiled
+            .ifaces
+            .iter()
+            .zip(resolve(compiled))
+            .any(|(iface, index)| self.attached.get(&iface.interface).map(|a| a.ifindex) != index)
+    }
+
+    /// Forgets attachments whose interface is gone or now has another index (deleted and
+    /// re-created): the kernel detached their programs with the old device; their pins and
+    /// tracked flows are stale.
+    fn forget_replaced(&mut self, ifindexes: &[Option<u32>], compiled: &Compiled) {
+        for (iface, index) in compiled.ifaces.iter().zip(ifindexes) {
+            if let Some(attached) = self.attached.get(&iface.interface)
+                && Some(attached.ifindex) != *index
+            {
+                let old = attached.ifindex;
+                log::info!("{}: gone or re-created (was interface index {old})", iface.interface);
+                self.detach(&iface.interface);
+            }
+        }
+    }
+
+    fn note_waiting(&mut self, compiled: &Compiled, ifindexes: &[Option<u32>]) {
+        let waiting: std::collections::BTreeSet<String> = compiled
+            .ifaces
+            .iter()
+            .zip(ifindexes)
+            .filter(|(_, index)| index.is_none())
+            .map(|(iface, _)| iface.interface.clone())
+            .collect();
+        for name in waiting.difference(&self.waiting) {
+            log::warn!("{name}: no such interface yet; its instance will be protected the moment it appears");
+        }
+        self.waiting = waiting;
     }
 
     /// After a layout change: the older layouts' links have been taken over (see `load`), so
@@ -219,11 +274,12 @@ impl Enforcer {
     fn attach_missing(
         &mut self,
         compiled: &Compiled,
-        ifindexes: &[u32],
+        ifindexes: &[Option<u32>],
         now: impl Fn(&PinLayout, &str) -> bool,
     ) -> Result<Vec<String>, DatapathError> {
         let mut newly = Vec::new();
         for (iface, index) in compiled.ifaces.iter().zip(ifindexes) {
+            let Some(index) = index else { continue };
             if self.attached.get(&iface.interface).is_some_and(|a| a.ifindex == *index)
                 || !now(&self.pins, &iface.interface)
             {
@@ -263,7 +319,8 @@ impl Enforcer {
         ifindexes: &[u32],
         generation: u64,
     ) -> Result<(), DatapathError> {
-        self.maps.install(compiled, ifindexes, generation, &self.barrier).map(|_| ())
+        let ifindexes: Vec<Option<u32>> = ifindexes.iter().copied().map(Some).collect();
+        self.maps.install(compiled, &ifindexes, generation, &self.barrier).map(|_| ())
     }
 
     /// Loads the parse-only baseline program (benchmarks) and returns it.
@@ -330,10 +387,16 @@ impl Enforcer {
         Ok(Attachment { ifindex, xdp: xdp_mode, tc: tc_mode })
     }
 
+    /// Detaches `interface` and removes its tracked flows.
     fn detach(&mut self, interface: &str) {
         attach::detach(interface, &self.pins.xdp_link(interface), &self.pins.tc_link(interface));
-        self.attached.remove(interface);
-        log::info!("{interface}: detached");
+        match self.attached.remove(interface) {
+            Some(a) => {
+                let flows = self.maps.remove_conntrack_of(a.ifindex);
+                log::info!("{interface}: detached ({flows} tracked flows removed)");
+            }
+            None => log::info!("{interface}: detached"),
+        }
     }
 
     /// Links pinned by an earlier agent for interfaces no longer in the document.
@@ -350,13 +413,9 @@ impl Enforcer {
     }
 }
 
-/// The interface index of every compiled interface; a missing one fails the apply.
-fn resolve(compiled: &Compiled) -> Result<Vec<u32>, DatapathError> {
-    compiled
-        .ifaces
-        .iter()
-        .map(|i| ifindex(&i.interface).ok_or_else(|| DatapathError::NoInterface(i.interface.clone())))
-        .collect()
+/// The interface index of every compiled interface; `None` for one that does not exist.
+fn resolve(compiled: &Compiled) -> Vec<Option<u32>> {
+    compiled.ifaces.iter().map(|i| ifindex(&i.interface)).collect()
 }
 
 /// Removes all enforcement: detaches every pinned link and clsact filter, removes the pinned

@@ -253,7 +253,7 @@ impl Enforcer {
             .map(|(iface, _)| iface.interface.clone())
             .collect();
         for name in waiting.difference(&self.waiting) {
-            log::warn!("{name}: no such interface yet; its instance will be protected the moment it appears");
+            log::warn!("{name}: no such interface; its instance is protected the moment it appears");
         }
         self.waiting = waiting;
     }

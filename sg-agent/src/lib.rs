@@ -4,10 +4,10 @@
 //! into map entries) → [`datapath`] (load, attach, swap generations atomically) → the kernel
 //! programs in `sg-ebpf`, which judge every packet with `sg_common::verdict::judge`.
 //! [`agent`] is the daemon, [`control`] its socket, [`cli`] the command line, [`emulator`] the
-//! same verdict run on the host (for `explain` and tests).
+//! same verdict run on the host (for `explain` and tests). The test lab, frame builders and
+//! benchmarks live outside the agent, in the `sg-lab` crate.
 
 pub mod agent;
-pub mod bench;
 pub mod changes;
 pub mod cli;
 pub mod compile;
@@ -17,7 +17,6 @@ pub mod datapath;
 pub mod emulator;
 pub mod explain;
 pub mod flows;
-pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod status;

@@ -126,7 +126,13 @@ impl Enforcer {
     /// Loads the programs, adopting any maps pinned under `pins` (a restart keeps its
     /// conntrack table and live policy), pinning the rest.
     pub fn load(pins: PinLayout, options: LoadOptions) -> Result<Enforcer, DatapathError> {
-        if !object_available() {
+        Self::load_object(EBPF_OBJECT, pins, options)
+    }
+
+    /// [`Enforcer::load`] from another build of the kernel programs (the benchmarks' object,
+    /// which adds a baseline program); `object` must declare the same programs and maps.
+    pub fn load_object(object: &[u8], pins: PinLayout, options: LoadOptions) -> Result<Enforcer, DatapathError> {
+        if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
         if !pins::on_bpffs(pins.root()) {
@@ -145,7 +151,7 @@ impl Enforcer {
             let loaded = EbpfLoader::new()
                 .default_map_pin_directory(pins.maps())
                 .map_max_entries(names::CONNTRACK, conntrack_max)
-                .load(EBPF_OBJECT);
+                .load(object);
             match loaded {
                 Ok(ebpf) => break ebpf,
                 Err(aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }))
@@ -288,19 +294,6 @@ impl Enforcer {
         generation: u64,
     ) -> Result<(), DatapathError> {
         self.maps.install(compiled, ifindexes, generation, &self.barrier).map(|_| ())
-    }
-
-    /// Loads the parse-only baseline program (benchmarks) and returns it.
-    pub fn bench_parse_program(&mut self) -> Result<&Xdp, DatapathError> {
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(names::PROG_BENCH_PARSE)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| DatapathError::Load("baseline program missing".into()))?;
-        if xdp.fd().is_err() {
-            xdp.load().map_err(|e| DatapathError::Load(format!("{}: {e}", names::PROG_BENCH_PARSE)))?;
-        }
-        Ok(xdp)
     }
 
     /// The loaded programs: name, kernel id, and how many instructions the verifier processed

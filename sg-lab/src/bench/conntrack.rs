@@ -3,10 +3,13 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use sg_agent::{
+    agent::{expire_conntrack, monotonic_ns},
+    datapath::Enforcer,
+};
 use sg_common::maps::{CtEntry, CtKey};
 
 use super::Stats;
-use crate::{agent::expire_conntrack, datapath::Enforcer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConntrackResult {
@@ -21,7 +24,7 @@ pub struct ConntrackResult {
 }
 
 fn fill(dp: &mut Enforcer, n: usize, expired_every: usize) {
-    let now = sg_common::conntrack::seconds(crate::agent::monotonic_ns());
+    let now = sg_common::conntrack::seconds(monotonic_ns());
     for i in 0..n {
         let mut key = CtKey {
             ifindex: 1,

@@ -9,10 +9,10 @@
 //! line. Reports: [`status`], [`flows`] (flow logs), [`metrics`], [`explain`] (the verdict run on
 //! the host by [`emulator`]), [`changes`] (what an apply changed), [`conntrack`] (tracked flows
 //! and their garbage collection). [`interfaces`] follows interfaces as they come and go.
-//! [`clock`] holds the clocks they share.
+//! [`clock`] holds the clocks they share. The test lab, frame builders and benchmarks live
+//! outside the agent, in the `sg-lab` crate.
 
 pub mod agent;
-pub mod bench;
 pub mod changes;
 pub mod cli;
 pub mod clock;
@@ -25,7 +25,6 @@ pub mod emulator;
 pub mod explain;
 pub mod flows;
 pub mod interfaces;
-pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod status;

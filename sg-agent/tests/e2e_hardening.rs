@@ -5,10 +5,8 @@
 
 mod support;
 
-use sg_common::{
-    frames::{self, Ext, Ipv4, Ipv6, tcp, v4, v6},
-    packet::{IPPROTO_TCP, TCP_FIN, TCP_SYN},
-};
+use sg_common::packet::{IPPROTO_TCP, TCP_FIN, TCP_SYN};
+use sg_lab::frames::{self, Ext, Ipv4, Ipv6, tcp, v4, v6};
 use support::*;
 
 const POLICY: &str = r#"{ "instances": [

@@ -6,10 +6,8 @@
 
 mod support;
 
-use sg_common::{
-    frames::{self, Ext, Ipv4, Ipv6, tcp, v4, v6},
-    packet::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN},
-};
+use sg_common::packet::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN};
+use sg_lab::frames::{self, Ext, Ipv4, Ipv6, tcp, v4, v6};
 use support::*;
 
 /// The node itself ("host" role on `lo`, interface index 1 — where test runs see their

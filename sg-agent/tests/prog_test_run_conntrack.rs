@@ -8,10 +8,10 @@ mod support;
 
 use sg_common::{
     conntrack::CtState,
-    frames::{self, Ext, Ipv4, Ipv6, tcp, udp, v4, v6},
     maps::{CT_F_REPLIED, CT_F_STREAM, CtEntry, CtKey, Settings},
     packet::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
+use sg_lab::frames::{self, Ext, Ipv4, Ipv6, tcp, udp, v4, v6};
 use support::*;
 
 /// The node ("host" role on lo: XDP sees inbound, TC outbound). In: TCP 80, UDP 53, ICMP and

@@ -3,13 +3,11 @@
 //! here once so that the kernel and the host tests run the same code.
 #![no_std]
 
-#[cfg(any(test, feature = "user", feature = "frames"))]
+#[cfg(any(test, feature = "user"))]
 extern crate std;
 
 pub mod conntrack;
 pub mod flow_log;
-#[cfg(any(test, feature = "frames"))]
-pub mod frames;
 pub mod maps;
 pub mod orientation;
 pub mod packet;

@@ -35,8 +35,6 @@ pub mod names {
     /// Program names.
     pub const PROG_XDP: &str = "sg_xdp";
     pub const PROG_TC: &str = "sg_tc";
-    /// Benchmark baseline: parse only (never attached).
-    pub const PROG_BENCH_PARSE: &str = "sg_bench_parse";
 }
 
 /// Capacities of the maps whose size is fixed at build time. The conntrack table's size is set

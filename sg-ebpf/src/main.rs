@@ -62,7 +62,9 @@ pub fn sg_tc(ctx: TcContext) -> i32 {
 }
 
 /// Benchmark baseline, never attached: the same parser and nothing else (no map lookups, no
-/// verdict), so that `cargo xtask bench` can put the cost of judging in proportion.
+/// verdict), so that `cargo xtask bench` can put the cost of judging in proportion. Built only
+/// into sg-lab's benchmark object (feature `bench`), never into the agent's.
+#[cfg(feature = "bench")]
 #[xdp]
 pub fn sg_bench_parse(ctx: XdpContext) -> u32 {
     let view = CtxView::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use sg_agent::lab::{Agent, Host, TcpServer, Topology, ping_ok, tcp_ok};
+use sg_lab::lab::{Agent, Host, TcpServer, Topology, ping_ok, tcp_ok};
 
 struct Probe<'a> {
     what: &'static str,

@@ -89,7 +89,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Task::Bench { args } => {
             require_root("benchmarks load BPF programs and create network namespaces")?;
             setup()?;
-            cargo(&["build", "--release", "--package", "sg-agent", "--bins"])?;
+            // The runner (with its own build of the kernel programs, baseline included) and the
+            // agent it starts for the end-to-end figures, as shipped.
+            cargo(&["build", "--release", "-p", "sg-lab", "--bin", "sg-bench", "-p", "sg-agent", "--bin", "sg-agent"])?;
             let target = workspace_root().join("target/release");
             let status = Command::new(target.join("sg-bench"))
                 .arg("--out")

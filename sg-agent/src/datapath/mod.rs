@@ -105,7 +105,13 @@ impl Enforcer {
     /// Loads the programs, adopting any maps pinned under `pins` (a restart keeps its
     /// conntrack table and live policy), pinning the rest.
     pub fn load(pins: PinLayout, options: LoadOptions) -> Result<Enforcer, DatapathError> {
-        if !object_available() {
+        Self::load_object(EBPF_OBJECT, pins, options)
+    }
+
+    /// [`Enforcer::load`] from another build of the kernel programs (the benchmarks' object,
+    /// which adds a baseline program); `object` must declare the same programs and maps.
+    pub fn load_object(object: &[u8], pins: PinLayout, options: LoadOptions) -> Result<Enforcer, DatapathError> {
+        if object.is_empty() {
             return Err(DatapathError::NoObject);
         }
         if !pins::on_bpffs(pins.root()) {
@@ -124,7 +130,7 @@ impl Enforcer {
             let loaded = EbpfLoader::new()
                 .default_map_pin_directory(pins.maps())
                 .map_max_entries(names::CONNTRACK, conntrack_max)
-                .load(EBPF_OBJECT);
+                .load(object);
             match loaded {
                 Ok(ebpf) => break ebpf,
                 Err(aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }))
@@ -321,19 +327,6 @@ impl Enforcer {
     ) -> Result<(), DatapathError> {
         let ifindexes: Vec<Option<u32>> = ifindexes.iter().copied().map(Some).collect();
         self.maps.install(compiled, &ifindexes, generation, &self.barrier).map(|_| ())
-    }
-
-    /// Loads the parse-only baseline program (benchmarks) and returns it.
-    pub fn bench_parse_program(&mut self) -> Result<&Xdp, DatapathError> {
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(names::PROG_BENCH_PARSE)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(DatapathError::MissingProgram(names::PROG_BENCH_PARSE))?;
-        if xdp.fd().is_err() {
-            xdp.load().map_err(|e| DatapathError::program_load(names::PROG_BENCH_PARSE, e))?;
-        }
-        Ok(xdp)
     }
 
     /// The loaded programs: name, kernel id, and how many instructions the verifier processed

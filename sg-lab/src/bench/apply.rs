@@ -5,9 +5,10 @@
 use std::{fmt::Write as _, time::Instant};
 
 use serde::Serialize;
+use sg_agent::{compile::prepare, datapath::Enforcer};
 
 use super::{Stats, policy_with_rules, rule_port};
-use crate::{datapath::Enforcer, lab::Netns};
+use crate::lab::Netns;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyResult {
@@ -91,7 +92,7 @@ pub fn run(dp: &mut Enforcer, rules: usize, rounds: usize, log: &dyn Fn(&str)) -
         for doc in &docs {
             for filler in [policy_with_rules(3, 0), policy_with_rules(4, 0)] {
                 generation += 1;
-                if let Ok((_, c)) = crate::compile::prepare(&filler, None) {
+                if let Ok((_, c)) = prepare(&filler, None) {
                     let _ = dp.install_unattached(&c, &[1], generation);
                 }
             }
@@ -99,7 +100,7 @@ pub fn run(dp: &mut Enforcer, rules: usize, rounds: usize, log: &dyn Fn(&str)) -
             // An idle agent: the previous flip's RCU grace period is over (see Maps::install).
             let _ = dp.maps.settle();
             let started = Instant::now();
-            let Ok((_, compiled)) = crate::compile::prepare(doc, None) else { continue };
+            let Ok((_, compiled)) = prepare(doc, None) else { continue };
             compile_ms.push(ms(started));
             let swap_started = Instant::now();
             if dp.install_unattached(&compiled, &[1], generation).is_ok() {
@@ -113,7 +114,7 @@ pub fn run(dp: &mut Enforcer, rules: usize, rounds: usize, log: &dyn Fn(&str)) -
             generation += 1;
             let _ = dp.maps.settle();
             let started = Instant::now();
-            let Ok((_, compiled)) = crate::compile::prepare(doc, None) else { continue };
+            let Ok((_, compiled)) = prepare(doc, None) else { continue };
             if dp.install_unattached(&compiled, &[1], generation).is_ok() && i >= 2 {
                 member_ms.push(ms(started));
             }

@@ -5,19 +5,74 @@
 //! Every variant runs in every round, rounds interleave the variants, and each round's figure
 //! is a mean over many packets; results are min/median/max over rounds, so a noisy neighbour
 //! shows up as spread rather than as a wrong ratio.
+//!
+//! All programs measured come from one build, the benchmark object ([`super::OBJECT`]): the
+//! agent's programs through an [`Enforcer`] loaded from it, the baseline from a second load of
+//! it ([`Baseline`]).
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
 use serde::Serialize;
+use sg_agent::{
+    compile::{Compiled, prepare},
+    datapath::Enforcer,
+};
 use sg_common::{
-    frames::{self, v4, v6},
-    maps::{CtEntry, CtKey},
+    maps::{CtEntry, CtKey, names},
     packet::{TCP_ACK, TCP_SYN},
 };
 
 use super::{Stats, policy_with_rules};
-use crate::datapath::Enforcer;
+use crate::frames::{self, v4, v6};
+
+/// The parse-only baseline program: `sg_xdp`'s parser and nothing else. Only the benchmark
+/// object has it (sg-ebpf's `bench` feature).
+pub const PROG_BASELINE: &str = "sg_bench_parse";
+
+/// The baseline program, loaded on its own from the benchmark object.
+pub struct Baseline {
+    ebpf: Ebpf,
+}
+
+impl Baseline {
+    /// Loads `object` a second time, for its baseline program only, pinning under `pin_dir` the
+    /// maps the object declares pinned (anywhere else they would land in /sys/fs/bpf). aya
+    /// creates every map an object declares, used or not; the baseline uses none of the agent's,
+    /// so the preallocated ones are shrunk to one entry rather than allocated a second time
+    /// (a 1M-flow conntrack table among them).
+    pub fn load(object: &[u8], pin_dir: &Path) -> anyhow::Result<Baseline> {
+        std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(pin_dir);
+        for map in [
+            names::IFACES,
+            names::OWN_ADDRS,
+            names::PEERS,
+            names::RULES,
+            names::CONNTRACK,
+            names::FRAGMENTS,
+            names::RULE_COUNTERS,
+        ] {
+            loader.map_max_entries(map, 1);
+        }
+        let mut ebpf = loader.load(object).context("loading the benchmark object")?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(PROG_BASELINE)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| anyhow!("the benchmark object has no XDP program {PROG_BASELINE}"))?;
+        xdp.load().with_context(|| format!("loading {PROG_BASELINE}"))?;
+        Ok(Baseline { ebpf })
+    }
+
+    fn program(&self) -> Option<&Xdp> {
+        self.ebpf.program(PROG_BASELINE).and_then(|p| p.try_into().ok())
+    }
+}
 
 /// Where BPF_PROG_TEST_RUN frames arrive: the loopback interface of the runner's namespace.
 const LO: u32 = 1;
@@ -77,8 +132,15 @@ fn clear_conntrack(dp: &mut Enforcer) {
     }
 }
 
-/// Runs the kernel benchmarks on a loaded datapath (nothing attached).
-pub fn run(dp: &mut Enforcer, rule_counts: &[usize], rounds: usize, log: &dyn Fn(&str)) -> Vec<KernelResult> {
+/// Runs the kernel benchmarks on a loaded datapath (nothing attached), with `baseline` loaded
+/// from the same object.
+pub fn run(
+    dp: &mut Enforcer,
+    baseline: &Baseline,
+    rule_counts: &[usize],
+    rounds: usize,
+    log: &dyn Fn(&str),
+) -> Vec<KernelResult> {
     const REPEAT: u32 = 200_000;
     const NEW_FLOWS: usize = 4096;
     let mut samples: Vec<(String, u8, usize, &'static str, Vec<f64>)> = Vec::new();
@@ -89,13 +151,10 @@ pub fn run(dp: &mut Enforcer, rule_counts: &[usize], rounds: usize, log: &dyn Fn
         Some(s) => s.4.push(value),
         None => samples.push((variant.to_owned(), family, rules, method, vec![value])),
     };
-    let compiled: Vec<(usize, crate::compile::Compiled)> = rule_counts
+    let compiled: Vec<(usize, Compiled)> = rule_counts
         .iter()
-        .map(|&n| (n, crate::compile::prepare(&policy_with_rules(n, 0), None).expect("bench policy").1))
-        .chain(std::iter::once((
-            usize::MAX,
-            crate::compile::prepare(&policy_with_rules(10, 1000), None).expect("group policy").1,
-        )))
+        .map(|&n| (n, prepare(&policy_with_rules(n, 0), None).expect("bench policy").1))
+        .chain(std::iter::once((usize::MAX, prepare(&policy_with_rules(10, 1000), None).expect("group policy").1)))
         .collect();
     let mut generation = 0;
     for round in 0..rounds {
@@ -109,7 +168,7 @@ pub fn run(dp: &mut Enforcer, rule_counts: &[usize], rounds: usize, log: &dyn Fn
             clear_conntrack(dp);
             let syn = frame(family, 0, 40000, TCP_SYN);
             let ack = frame(family, 0, 40000, TCP_ACK);
-            if let Ok(parse) = dp.bench_parse_program() {
+            if let Some(parse) = baseline.program() {
                 record("parse-only baseline", family, 0, "repeat", run_repeat(parse, &ack, REPEAT));
             }
             let Some(xdp) = dp.xdp_program() else { continue };
@@ -117,7 +176,7 @@ pub fn run(dp: &mut Enforcer, rule_counts: &[usize], rounds: usize, log: &dyn Fn
             record("tracked flow (fast path)", family, 0, "repeat", run_repeat(xdp, &ack, REPEAT));
             let distinct_acks: Vec<Vec<u8>> =
                 (0..NEW_FLOWS).map(|i| frame(family, 0, 1024 + i as u16, TCP_ACK)).collect();
-            if let Ok(parse) = dp.bench_parse_program() {
+            if let Some(parse) = baseline.program() {
                 record("parse-only baseline", family, 0, "distinct", run_distinct(parse, &distinct_acks));
             }
             // New flows, then the same flows again as tracked (distinct frames, like new flows).

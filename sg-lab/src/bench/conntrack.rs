@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use sg_agent::{clock::monotonic_ns, conntrack::gc::expire as expire_conntrack, datapath::Enforcer};
 use sg_common::maps::{CtEntry, CtKey};
 
 use super::Stats;
-use crate::{conntrack::gc::expire as expire_conntrack, datapath::Enforcer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConntrackResult {
@@ -21,7 +21,7 @@ pub struct ConntrackResult {
 }
 
 fn fill(dp: &mut Enforcer, n: usize, expired_every: usize) {
-    let now = sg_common::conntrack::seconds(crate::clock::monotonic_ns());
+    let now = sg_common::conntrack::seconds(monotonic_ns());
     for i in 0..n {
         let mut key = CtKey {
             ifindex: 1,

@@ -16,6 +16,10 @@ pub mod report;
 
 use serde::Serialize;
 
+/// The benchmark object, built by build.rs: the agent's kernel programs plus the parse-only
+/// baseline ([`kernel::PROG_BASELINE`]). Empty when built without the eBPF toolchain.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg-ebpf"));
+
 /// min/median/max of a sample.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Stats {
@@ -104,12 +108,12 @@ mod tests {
 
     #[test]
     fn the_generated_policies_allow_exactly_what_the_frames_use() {
-        let doc = crate::policy::load(&policy_with_rules(300, 1000), None).unwrap();
-        let compiled = crate::compile::compile(&doc).unwrap();
+        let doc = sg_agent::policy::load(&policy_with_rules(300, 1000), None).unwrap();
+        let compiled = sg_agent::compile::compile(&doc).unwrap();
         assert_eq!(doc.group("sg-bench").unwrap().ingress.len(), 301);
-        let q = |peer: std::net::IpAddr, port: u16| crate::explain::Query {
+        let q = |peer: std::net::IpAddr, port: u16| sg_agent::explain::Query {
             instance: "node".into(),
-            direction: crate::policy::Direction::Ingress,
+            direction: sg_agent::policy::Direction::Ingress,
             protocol: "tcp".into(),
             peer,
             port: Some(port),
@@ -119,10 +123,10 @@ mod tests {
         for i in [0usize, 299, usize::MAX] {
             let (a4, a6) = rule_peer(i);
             for peer in [std::net::IpAddr::from(a4), std::net::IpAddr::from(a6)] {
-                let e = crate::explain::explain_compiled(&doc, &compiled, &q(peer, rule_port(i))).unwrap();
+                let e = sg_agent::explain::explain_compiled(&doc, &compiled, &q(peer, rule_port(i))).unwrap();
                 assert!(e.allowed, "rule {i} from {peer}: {}", e.summary);
-                let e =
-                    crate::explain::explain_compiled(&doc, &compiled, &q(peer, rule_port(i).wrapping_add(1))).unwrap();
+                let e = sg_agent::explain::explain_compiled(&doc, &compiled, &q(peer, rule_port(i).wrapping_add(1)))
+                    .unwrap();
                 assert!(!e.allowed, "rule {i}: only its own port");
             }
         }

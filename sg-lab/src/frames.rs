@@ -1,11 +1,9 @@
 //! Building test frames: Ethernet, IPv4 (options, fragments), IPv6 (extension headers), TCP,
-//! UDP, ICMP. Used by the host parser tests, the `BPF_PROG_TEST_RUN` tests, the fuzz seeds and
-//! the benchmarks. Checksums are left zero: nothing on the judged path checks them.
-#![allow(clippy::indexing_slicing, reason = "fixed-size header buffers, indexed within their length")]
+//! UDP, ICMP. Used by the host parser tests, the `BPF_PROG_TEST_RUN` tests and the benchmarks.
+//! Checksums are left zero: nothing on the judged path checks them.
+#![expect(clippy::indexing_slicing, reason = "fixed-size header buffers, indexed within their length")]
 
-use std::{vec, vec::Vec};
-
-use crate::packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use sg_common::packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];

@@ -4,9 +4,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
-use sg_agent::{
-    bench::{apply, conntrack, e2e, kernel, report},
-    datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
+use sg_agent::datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice};
+use sg_lab::{
+    bench::{self, apply, conntrack, e2e, kernel, report},
     lab::Bpffs,
 };
 
@@ -35,16 +35,30 @@ fn main() -> std::process::ExitCode {
     let rounds = if args.quick { 2 } else { args.rounds };
     let rule_counts = [10usize, 100, 1_000, 10_000];
 
+    if bench::OBJECT.is_empty() {
+        eprintln!(
+            "bench: sg-bench was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild"
+        );
+        return std::process::ExitCode::FAILURE;
+    }
     let bpffs = Bpffs::new();
     let options = LoadOptions { conntrack_max: 1 << 20, xdp_mode: XdpModeChoice::Auto, tc_mode: TcModeChoice::Auto };
-    let mut dp = match Enforcer::load(PinLayout::new(bpffs.pin_path()), options) {
+    let mut dp = match Enforcer::load_object(bench::OBJECT, PinLayout::new(bpffs.pin_path()), options) {
         Ok(dp) => dp,
         Err(e) => {
             eprintln!("bench: loading the programs: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let kernel = kernel::run(&mut dp, &rule_counts, rounds, &log);
+    let baseline = match kernel::Baseline::load(bench::OBJECT, &bpffs.dir.join("baseline")) {
+        Ok(baseline) => baseline,
+        Err(e) => {
+            eprintln!("bench: loading the baseline program: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let kernel = kernel::run(&mut dp, &baseline, &rule_counts, rounds, &log);
+    drop(baseline);
     let apply = apply::run(&mut dp, 10_000, rounds, &log);
     let conntrack = Some(conntrack::run(&mut dp, if args.quick { 20_000 } else { 250_000 }, rounds.min(3), &log));
     drop(dp);

@@ -1,0 +1,219 @@
+//! The agent as a child process in the node namespace, driven through its command line.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{Bpffs, Netns, netns::next_id, sh, unique};
+
+/// The agent running in the node namespace; torn down and killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub binary: PathBuf,
+    pub node: String,
+    pub pins: PathBuf,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    // Keep the bpffs mounted as long as the agent lives.
+    pub bpffs: Option<Bpffs>,
+    /// Whether `Drop` removes `dir` (not after `crash`, which hands it on).
+    keep_dir: bool,
+}
+
+/// What a crashed agent leaves: its pinned state (still enforcing) and its directory, for a
+/// new agent to pick up.
+pub struct Remains {
+    pub bpffs: Bpffs,
+    pub dir: PathBuf,
+    pub policy: PathBuf,
+}
+
+impl Agent {
+    /// Starts `binary run` on `policy` (JSON text) in `node`, waiting until it answers.
+    pub fn start(binary: &Path, node: &Netns, policy: &str, extra: &[&str]) -> Agent {
+        let dir = PathBuf::from(format!("/run/{}", unique("agent")));
+        fs::create_dir_all(&dir).expect("agent dir");
+        let policy_path = dir.join("policy.json");
+        fs::write(&policy_path, policy).expect("writing policy");
+        let bpffs = Bpffs::new();
+        Self::start_with(binary, node, &policy_path, bpffs, &dir, extra)
+    }
+
+    pub fn start_with(
+        binary: &Path,
+        node: &Netns,
+        policy_path: &Path,
+        bpffs: Bpffs,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
+        let socket = dir.join("control.sock");
+        let log = dir.join(format!("agent-{}.log", next_id()));
+        let pins = bpffs.pin_path();
+        let log_file = fs::File::create(&log).expect("agent log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node.name])
+            .arg(binary)
+            .args(["run", "--policy"])
+            .arg(policy_path)
+            .arg("--pin-path")
+            .arg(&pins)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .env("RUST_LOG", "info,sg_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = cmd.spawn().expect("spawning sg-agent");
+        let mut agent = Agent {
+            child,
+            binary: binary.to_path_buf(),
+            node: node.name.clone(),
+            pins,
+            socket,
+            dir: dir.to_path_buf(),
+            log,
+            bpffs: Some(bpffs),
+            keep_dir: false,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sg-agent exited ({status}) before it was ready:\n{}", self.log_text());
+            }
+            // Ready means this agent answers on its socket (status also succeeds from the pins
+            // a previous agent left, before this one listens).
+            let out = self.cli(&["status", "--json"]);
+            let answering = out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|s| s["agent_running"] == serde_json::Value::Bool(true));
+            if answering {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sg-agent not ready after 30 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs an `sg-agent` subcommand against this agent, in the node namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let pins = self.pins.to_string_lossy().into_owned();
+        let socket = self.socket.to_string_lossy().into_owned();
+        let binary = self.binary.to_string_lossy().into_owned();
+        let mut full = vec!["ip", "netns", "exec", self.node.as_str(), binary.as_str()];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--pin-path", &pins, "--socket", &socket]);
+        sh(&full)
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Packets counted under a verdict reason.
+    pub fn counter(&self, reason: &str) -> u64 {
+        self.status()["counters"][reason]["packets"].as_u64().unwrap_or(0)
+    }
+
+    /// `apply` of a document given as text.
+    pub fn apply(&self, policy: &str) -> Output {
+        let path = self.dir.join(format!("apply-{}.json", next_id()));
+        fs::write(&path, policy).expect("writing policy");
+        self.cli(&["apply", path.to_str().expect("utf-8")])
+    }
+
+    pub fn apply_ok(&self, policy: &str) {
+        let out = self.apply(policy);
+        assert!(
+            out.status.success(),
+            "apply failed: {}{}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+    }
+
+    /// Sends a signal to the agent process (the `ip netns exec` wrapper execs it, same pid).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// `kill -9`: the agent dies without any clean-up; its pins keep enforcing.
+    pub fn crash(self) -> Remains {
+        self.end_with(libc::SIGKILL)
+    }
+
+    /// SIGTERM: the agent stops; its pins keep enforcing, handed on for a new agent.
+    pub fn stop_and_hand_over(self) -> Remains {
+        self.end_with(libc::SIGTERM)
+    }
+
+    fn end_with(mut self, signal: i32) -> Remains {
+        self.signal(signal);
+        let _ = self.child.wait();
+        self.keep_dir = true;
+        let bpffs = self.bpffs.take().expect("bpffs");
+        Remains { bpffs, dir: self.dir.clone(), policy: self.dir.join("policy.json") }
+    }
+
+    /// Starts a new agent on what a crashed one left.
+    pub fn restart(binary: &Path, node: &Netns, remains: Remains, extra: &[&str]) -> Agent {
+        Self::start_with(binary, node, &remains.policy, remains.bpffs, &remains.dir, extra)
+    }
+
+    /// Stops the agent with SIGTERM and waits; enforcement stays (SPEC §4).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.wait().expect("waiting for sg-agent")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.cli(&["teardown"]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- sg-agent log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+        // Unmounting the bpffs drops any pins left (and with them the links).
+        self.bpffs.take();
+        if !self.keep_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned()))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

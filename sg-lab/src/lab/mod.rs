@@ -1,0 +1,20 @@
+//! A lab of network namespaces for tests, the demo (`cargo xtask run`) and the benchmarks:
+//! namespaces joined by veth pairs ([`topology`]), a private bpffs ([`netns`]), the agent as a
+//! child process ([`agent`]), and real TCP/UDP/ICMP traffic between namespaces ([`traffic`]).
+//!
+//! Everything created here is removed by `Drop`, so a failing (panicking) test cleans up too.
+//! All traffic stays inside the namespaces made here; nothing touches the root namespace's
+//! addresses or routes. Failures panic with context: this is harness code, not the agent.
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "harness: failures panic with context"
+)]
+
+pub mod agent;
+pub mod netns;
+pub mod topology;
+pub mod traffic;
+
+pub use self::{agent::*, netns::*, topology::*, traffic::*};

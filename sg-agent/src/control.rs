@@ -127,19 +127,25 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
 pub struct Deadlines {
     /// The request line.
     pub request_line: Duration,
-    /// An apply's documents, after the request line.
+    /// An apply's documents, after the request line: this much plus one second per
+    /// [`BYTES_PER_SECOND`] announced.
     pub documents: Duration,
 }
 
+/// The slowest rate an apply's documents may arrive at (a local socket carries gigabytes per
+/// second): bounds how long a stalled upload holds its place.
+pub const BYTES_PER_SECOND: usize = 8 << 20;
+
 /// Reads one request. `Err` carries the response for a bad (or late) one.
 ///
-/// An apply's documents are read only while holding a permit of `uploads`, which is returned
-/// with the request: the caller keeps it until the apply is done, so that however many clients
-/// connect, only that many documents are in memory at once.
+/// An apply's documents are read a megabyte at a time, each reserved first from `budget` (one
+/// permit per byte); the reservation is returned with the request and the caller keeps it until
+/// the apply is done. However many clients connect, documents never hold more memory than the
+/// budget, and a client that stalls mid-upload holds only the megabyte it is stuck in.
 pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut BufReader<S>,
     deadlines: Deadlines,
-    uploads: &Arc<Semaphore>,
+    budget: &Arc<Semaphore>,
 ) -> Result<(Request, Option<OwnedSemaphorePermit>), Response> {
     let late = |what: &str| Response::error(2, format!("{what} not received in time"));
     let header =
@@ -153,16 +159,17 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         Header::Interface { name } => Request::Interface { name },
         Header::Apply { document_bytes, instances_bytes } => {
             let bodies = async {
-                let permit =
-                    uploads.clone().acquire_owned().await.map_err(|_| Response::error(1, "the agent is stopping"))?;
-                let document = read_body(stream, document_bytes, "document").await?;
+                let mut held: Option<OwnedSemaphorePermit> = None;
+                let document = read_body(stream, document_bytes, "document", budget, &mut held).await?;
                 let instances = match instances_bytes {
-                    Some(n) => Some(read_body(stream, n, "instances document").await?),
+                    Some(n) => Some(read_body(stream, n, "instances document", budget, &mut held).await?),
                     None => None,
                 };
-                Ok::<_, Response>((Request::Apply { document, instances }, Some(permit)))
+                Ok::<_, Response>((Request::Apply { document, instances }, held))
             };
-            return tokio::time::timeout(deadlines.documents, bodies).await.map_err(|_| late("documents"))?;
+            let total = document_bytes.saturating_add(instances_bytes.unwrap_or(0));
+            let deadline = deadlines.documents + Duration::from_secs((total / BYTES_PER_SECOND) as u64);
+            return tokio::time::timeout(deadline, bodies).await.map_err(|_| late("documents"))?;
         }
     };
     Ok((request, None))
@@ -182,10 +189,17 @@ async fn read_header<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Result<
     serde_json::from_slice(&line).map_err(|e| Response::error(2, format!("malformed request: {e}")))
 }
 
+/// How much of a document is read (and reserved from the budget) at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Reads a document of `len` bytes, reserving budget a chunk at a time before reading it, into
+/// `held` (kept by the caller until the document is applied).
 async fn read_body<S: AsyncRead + Unpin>(
     stream: &mut BufReader<S>,
     len: usize,
     what: &str,
+    budget: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<String, Response> {
     if len > limits::DOCUMENT_BYTES {
         return Err(Response::error(
@@ -193,8 +207,28 @@ async fn read_body<S: AsyncRead + Unpin>(
             format!("{what} is {len} bytes, more than the limit of {}", limits::DOCUMENT_BYTES),
         ));
     }
-    let mut bytes = vec![0u8; len];
-    stream.read_exact(&mut bytes).await.map_err(|e| Response::error(2, format!("reading the {what}: {e}")))?;
+    let mut bytes = Vec::new();
+    while bytes.len() < len {
+        let chunk = CHUNK.min(len - bytes.len());
+        let permit = budget
+            .clone()
+            .acquire_many_owned(chunk as u32)
+            .await
+            .map_err(|_| Response::error(1, "the agent is stopping"))?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        let before = bytes.len();
+        (&mut *stream)
+            .take(chunk as u64)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Response::error(2, format!("reading the {what}: {e}")))?;
+        if bytes.len() - before < chunk {
+            return Err(Response::error(2, format!("the {what} ended after {} of {len} bytes", bytes.len())));
+        }
+    }
     String::from_utf8(bytes).map_err(|_| Response::error(2, format!("the {what} is not UTF-8")))
 }
 
@@ -287,7 +321,7 @@ mod tests {
 
     async fn read(bytes: &[u8]) -> Result<Request, Response> {
         let mut reader = BufReader::new(bytes);
-        read_request(&mut reader, PATIENT, &Arc::new(Semaphore::new(1))).await.map(|(r, _)| r)
+        read_request(&mut reader, PATIENT, &Arc::new(Semaphore::new(4 << 20))).await.map(|(r, _)| r)
     }
 
     async fn round_trip(request: &Request) -> Result<Request, Response> {
@@ -320,7 +354,7 @@ mod tests {
         let mut reader = BufReader::new(server);
         let quick = Deadlines { request_line: Duration::from_millis(50), documents: Duration::from_millis(50) };
         let started = std::time::Instant::now();
-        let e = read_request(&mut reader, quick, &Arc::new(Semaphore::new(1))).await.unwrap_err();
+        let e = read_request(&mut reader, quick, &Arc::new(Semaphore::new(4 << 20))).await.unwrap_err();
         assert!(e.error.unwrap().contains("not received in time"));
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(client);

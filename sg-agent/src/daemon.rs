@@ -15,7 +15,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -45,13 +48,14 @@ use crate::{
 /// that clients stalled mid-request (each cut off after [`REQUEST_DEADLINE`]) cannot crowd out
 /// a `status`; bounded, so that they cannot exhaust memory (at most 64 KiB of request line each).
 pub const MAX_CLIENTS: usize = 512;
-/// Apply documents being received or applied at once (each up to 64 MiB).
-pub const MAX_UPLOADS: usize = 2;
+/// Bytes of apply documents held at once, being received or waiting to be applied: room for two
+/// documents of the largest size (64 MiB, plus their instances files).
+pub const UPLOAD_BUDGET: usize = 4 * crate::policy::limits::DOCUMENT_BYTES;
 /// Time a client has to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-/// Time a client has to send an apply's documents (64 MiB over a local socket takes well under
-/// a second).
-const UPLOAD_DEADLINE: Duration = Duration::from_secs(60);
+/// Time a client has to send an apply's documents, plus a second per 8 MiB (64 MiB over a
+/// local socket takes well under a second).
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(5);
 /// Time to write an answer to a client that does not read it.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a stopping agent waits for the job in progress (an apply) to finish.
@@ -137,8 +141,10 @@ enum Job {
     Control { request: Request, reply: oneshot::Sender<(Response, bool)> },
     /// SIGHUP: re-read the policy files and apply them.
     Reload,
-    /// Interfaces appeared or vanished.
-    Links(Vec<LinkEvent>),
+    /// Interfaces appeared or vanished (as read from netlink at that instant).
+    Links(Vec<LinkEvent>, std::time::Instant),
+    /// Wakes the agent thread to see that the daemon is stopping.
+    Stop,
 }
 
 /// Runs the agent until SIGTERM/SIGINT or a teardown request.
@@ -221,17 +227,21 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let gc_stats = gc.as_ref().map(|g| g.stats.clone());
     let reload = (opts.policy.clone(), opts.instances.clone());
     let shared = view.clone();
+    // Set when the daemon stops: the agent thread finishes the job in hand and takes no other
+    // (clients may still hold senders of the job channel, so its closing cannot be the signal).
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stopped = stopping.clone();
     let agent_thread = std::thread::Builder::new()
         .name("sg-agent".into())
         .spawn(move || {
-            agent_loop(agent, job_rx, gc_stats, reload, shared);
+            agent_loop(agent, job_rx, gc_stats, reload, shared, &stopped);
             let _ = done_tx.send(());
         })
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let uploads = Arc::new(Semaphore::new(MAX_UPLOADS));
+    let uploads = Arc::new(Semaphore::new(UPLOAD_BUDGET));
     let stop = Arc::new(Notify::new());
     let torn_down = loop {
         tokio::select! {
@@ -262,6 +272,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     // Stop: no new jobs; let the one in progress finish (briefly), then leave enforcement as it is.
+    stopping.store(true, Ordering::Relaxed);
+    let _ = jobs.try_send(Job::Stop);
     drop(jobs);
     drop(listener);
     drop(socket);
@@ -306,14 +318,14 @@ impl Drop for SocketFile {
 /// Forwards interface changes to the agent thread, starting with a full re-read (anything
 /// that changed between the first install and now).
 async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
-    if jobs.send(Job::Links(vec![LinkEvent::Resync])).await.is_err() {
+    if jobs.send(Job::Links(vec![LinkEvent::Resync], std::time::Instant::now())).await.is_err() {
         return;
     }
     loop {
         match links.next().await {
             Ok(events) if events.is_empty() => {}
             Ok(events) => {
-                if jobs.send(Job::Links(events)).await.is_err() {
+                if jobs.send(Job::Links(events, std::time::Instant::now())).await.is_err() {
                     return;
                 }
             }
@@ -332,8 +344,12 @@ fn agent_loop(
     gc: Option<Arc<std::sync::Mutex<crate::conntrack::gc::GcStats>>>,
     (policy, instances): (PathBuf, Option<PathBuf>),
     view: SharedView,
+    stopping: &AtomicBool,
 ) {
     while let Some(job) = jobs.blocking_recv() {
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
         let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()));
         if let Ok(mut shared) = view.write() {
             *shared = agent.view();
@@ -352,7 +368,8 @@ fn run_job(
     (policy, instances): (&Path, Option<&Path>),
 ) -> bool {
     match job {
-        Job::Links(events) => {
+        Job::Stop => false,
+        Job::Links(events, seen) => {
             for event in &events {
                 match event {
                     LinkEvent::Present { name, ifindex } => log::debug!("link {name} ({ifindex}) present"),
@@ -360,11 +377,16 @@ fn run_job(
                     LinkEvent::Resync => log::debug!("re-reading interfaces"),
                 }
             }
-            if let Err(e) = agent.reconcile_interfaces() {
-                log::error!(
+            match agent.reconcile_interfaces() {
+                Ok(Some(generation)) => log::info!(
+                    "generation {generation} follows the interfaces {:.1} ms after the kernel reported the change",
+                    seen.elapsed().as_secs_f64() * 1000.0
+                ),
+                Ok(None) => {}
+                Err(e) => log::error!(
                     "interfaces changed but generation {} could not follow: {e}; retried on the next change or apply",
                     agent.generation
-                );
+                ),
             }
             false
         }
@@ -436,7 +458,7 @@ async fn serve_client(
 ) {
     let mut stream = BufReader::new(stream);
     let deadlines = control::Deadlines { request_line: REQUEST_DEADLINE, documents: UPLOAD_DEADLINE };
-    // `_upload` (an apply's) is held until the apply is done: see `MAX_UPLOADS`.
+    // `_upload` (an apply's documents' share of the budget) is held until the apply is done.
     let (request, _upload) = match control::read_request(&mut stream, deadlines, &uploads).await {
         Ok(r) => r,
         Err(bad) => return answer(&mut stream, &bad).await,

@@ -6,6 +6,7 @@
 //!   included (they fail rather than skip if they cannot run).
 //! - `cargo xtask setup` — only the toolchain set-up.
 //! - `cargo xtask modules` — the import graph between modules (no two may import each other).
+//! - `cargo xtask bench`, `cargo xtask soak` — benchmarks and the soak (sg-lab's runners).
 //!
 //! Each installs what is missing first (`scripts/setup-toolchain.sh`), saying what it does.
 
@@ -39,6 +40,13 @@ enum Task {
     /// Benchmarks (root): writes docs/benchmarks.md, docs/benchmarks.png, bench/results.json.
     Bench {
         /// Arguments for the runner: --quick, --rounds N, --no-e2e.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Soak (root): applies, SIGHUPs, interface churn and traffic for 30 minutes; writes
+    /// docs/soak.md.
+    Soak {
+        /// Arguments for the runner: --minutes M, --links N.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -88,20 +96,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Task::Bench { args } => {
             require_root("benchmarks load BPF programs and create network namespaces")?;
-            setup()?;
             // The runner (with its own build of the kernel programs, baseline included) and the
             // agent it starts for the end-to-end figures, as shipped.
-            cargo(&["build", "--release", "-p", "sg-lab", "--bin", "sg-bench", "-p", "sg-agent", "--bin", "sg-agent"])?;
-            let target = workspace_root().join("target/release");
-            let status = Command::new(target.join("sg-bench"))
-                .arg("--out")
-                .arg(workspace_root())
-                .arg("--agent")
-                .arg(target.join("sg-agent"))
-                .args(&args)
-                .status()
-                .context("running sg-bench")?;
-            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            run_lab_binary("sg-bench", &args)
+        }
+        Task::Soak { args } => {
+            require_root("the soak loads BPF programs and creates network namespaces")?;
+            run_lab_binary("sg-soak", &args)
         }
         Task::Modules => {
             modules::check(&workspace_root(), true)?;
@@ -206,6 +207,23 @@ fn fuzz(seconds: u64) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// Builds (release) the sg-lab runner `name` and the agent as shipped, and runs the runner on
+/// the workspace with that agent.
+fn run_lab_binary(name: &str, args: &[String]) -> Result<ExitCode> {
+    setup()?;
+    cargo(&["build", "--release", "-p", "sg-lab", "--bin", name, "-p", "sg-agent", "--bin", "sg-agent"])?;
+    let target = workspace_root().join("target/release");
+    let status = Command::new(target.join(name))
+        .arg("--out")
+        .arg(workspace_root())
+        .arg("--agent")
+        .arg(target.join("sg-agent"))
+        .args(args)
+        .status()
+        .with_context(|| format!("running {name}"))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The pinned nightly of the eBPF build (sg-ebpf/toolchain).

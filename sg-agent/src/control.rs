@@ -280,7 +280,11 @@ pub async fn call(socket: &Path, request: &Request, timeout: Duration) -> Result
     let work = async {
         let mut stream = send(socket, request).await?;
         let mut line = String::new();
-        let n = stream.read_line(&mut line).await.map_err(ClientError::Io)?;
+        let n = stream.read_line(&mut line).await.map_err(|e| match e.kind() {
+            // The agent closed the connection with our request unread (it died): no answer.
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ClientError::NoAnswer,
+            _ => ClientError::Io(e),
+        })?;
         if n == 0 {
             return Err(ClientError::NoAnswer);
         }

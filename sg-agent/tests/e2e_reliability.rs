@@ -382,3 +382,29 @@ fn a_broken_pipe_ends_a_command_quietly_and_an_unusable_socket_touches_nothing()
     assert!(!bpffs.pin_path().join(format!("v{}", sg_common::LAYOUT_VERSION)).exists(), "nothing was pinned");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_apply_cut_short_by_a_crash_says_what_is_in_force() {
+    if !privileged() {
+        return;
+    }
+    let topo = web_and_client();
+    let agent = start_agent(&topo.node, POLICY, &[]);
+    let path = agent.dir.join("next.json");
+    std::fs::write(&path, POLICY.replace("\"from_port\": 80, \"to_port\": 80", "\"from_port\": 81, \"to_port\": 81"))
+        .unwrap();
+    // The agent is stopped while the request is sent, then killed: the client sees the
+    // connection close without an answer.
+    agent.signal(libc::SIGSTOP);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &topo.node.name, agent_binary_path(), "apply"]).arg(&path);
+    cmd.arg("--pin-path").arg(&agent.pins).arg("--socket").arg(&agent.socket);
+    let apply = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    agent.signal(libc::SIGKILL);
+    let out = apply.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("closed the connection without answering"), "{stderr}");
+    assert!(stderr.contains("generation 1 (the one before this apply) stays in force"), "{stderr}");
+}

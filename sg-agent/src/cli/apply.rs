@@ -68,3 +68,16 @@ fn interrupted(e: &ClientError, before: Option<u64>, after: Option<u64>) -> CliE
     };
     CliError::Interrupted(format!("{e}; {outcome}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_apply_says_which_generation_is_live() {
+        let said = |before, after| interrupted(&ClientError::NoAnswer, before, after).to_string();
+        assert!(said(Some(4), Some(5)).contains("generation 5 went live before it stopped"));
+        assert!(said(Some(4), Some(4)).contains("generation 4 (the one before this apply) stays in force"));
+        assert!(said(None, None).contains("no pinned state could be read"));
+    }
+}

@@ -230,7 +230,14 @@ fn main() -> std::process::ExitCode {
         md,
         "Agent resources: RSS {} KiB at the start, {} KiB at the end, {max_rss} KiB at most; open files {} → {} \
          (at most {max_fds}); conntrack entries {} → {}; generation {} → {}.\n",
-        first.rss_kib, last.rss_kib, first.fds, last.fds, first.conntrack, last.conntrack, first.generation, last.generation
+        first.rss_kib,
+        last.rss_kib,
+        first.fds,
+        last.fds,
+        first.conntrack,
+        last.conntrack,
+        first.generation,
+        last.generation
     );
     let _ = writeln!(md, "| minute | RSS KiB | fds | conntrack entries | generation |\n|---|---|---|---|---|");
     for s in &samples {

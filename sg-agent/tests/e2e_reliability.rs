@@ -1,6 +1,7 @@
 //! Reliability on a real node, with real processes and packets: one agent per pin path, a
 //! control socket that stalled clients cannot freeze, interfaces that come and go (a VM restart
 //! re-creates its tap), and the command line's edges (broken pipes, an unusable socket).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code")]
 
 mod support;
 

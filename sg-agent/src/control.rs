@@ -76,15 +76,30 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
+    /// For an invalid document: every problem with its JSON path (the client names the file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<crate::policy::Problem>,
 }
 
 impl Response {
     pub fn ok(data: serde_json::Value) -> Response {
-        Response { exit_code: 0, error: None, data }
+        Response { exit_code: 0, error: None, data, problems: Vec::new() }
     }
 
     pub fn error(exit_code: u8, error: impl Into<String>) -> Response {
-        Response { exit_code, error: Some(error.into()), data: serde_json::Value::Null }
+        Response { exit_code, error: Some(error.into()), data: serde_json::Value::Null, problems: Vec::new() }
+    }
+
+    /// An invalid document: exit code 2, its problems (as many as are ever shown, and a line
+    /// counting the rest).
+    pub fn invalid(invalid: &crate::policy::Invalid) -> Response {
+        let shown = crate::policy::json::MAX_REPORTED_PROBLEMS;
+        let mut problems: Vec<_> = invalid.problems.iter().take(shown).cloned().collect();
+        if invalid.problems.len() > shown {
+            let message = format!("... and {} more problems", invalid.problems.len() - shown);
+            problems.push(crate::policy::Problem { path: String::new(), message });
+        }
+        Response { problems, ..Response::error(2, invalid.to_string()) }
     }
 
     /// A response carrying `value` as its data.

@@ -351,6 +351,7 @@ fn agent_loop(
             return;
         }
         let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()));
+        agent.catch_up();
         if let Ok(mut shared) = view.write() {
             *shared = agent.view();
         }
@@ -426,6 +427,7 @@ fn handle(
         }
         Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
             Ok(summary) => Response::of(&summary),
+            Err(crate::agent::ApplyError::Invalid(invalid)) => Response::invalid(&invalid),
             Err(e) => Response::error(e.exit_code(), e.to_string()),
         },
         Request::Explain { query } => match &agent.live {

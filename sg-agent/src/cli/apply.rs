@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, Location, call, decode, print_json, read_pair};
+use super::{CALL_TIMEOUT, CliError, Location, accepted, decode, print_json, read_pair};
 use crate::{
     agent::ApplySummary,
-    compile,
-    control::{ClientError, Request},
+    control::{self, ClientError, Request},
     datapath::{Maps, PinLayout},
+    policy::Invalid,
 };
 
 #[derive(Debug, clap::Args)]
@@ -25,17 +25,21 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<(), CliError> {
     let (document, instances) = read_pair(&args.file, args.instances.as_deref())?;
-    // Validate here first: a clear error naming the file, and nothing sent.
-    compile::prepare(&document, instances.as_deref())
-        .map_err(|invalid| CliError::Invalid { file: args.file.clone(), invalid })?;
     let pins = PinLayout::new(&args.location.pin_path);
     let before = live_generation(&pins);
-    let data = match call(&args.location.socket, &Request::Apply { document, instances }).await {
-        Err(CliError::Client(e @ (ClientError::NoAnswer | ClientError::Io(_)))) => {
+    // Validated once, by the agent: its problems come back with their JSON paths, and are
+    // printed here with the file's name, as `check` prints them.
+    let request = Request::Apply { document, instances };
+    let response = match control::call(&args.location.socket, &request, CALL_TIMEOUT).await {
+        Err(e @ (ClientError::NoAnswer | ClientError::Io(_))) => {
             return Err(interrupted(&e, before, live_generation(&pins)));
         }
         other => other?,
     };
+    if !response.problems.is_empty() {
+        return Err(CliError::Invalid { file: args.file, invalid: Invalid { problems: response.problems } });
+    }
+    let data = accepted(response)?;
     let summary: ApplySummary = decode(data.clone())?;
     if args.json {
         print_json(&data);

@@ -93,7 +93,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 }
 
 /// One problem in a document, at a JSON path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// `security_groups[2].ingress[0].to_port`; empty for the document itself.
     pub path: String,

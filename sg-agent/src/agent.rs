@@ -50,6 +50,9 @@ pub struct ApplySummary {
     /// the moment their interface appears.
     #[serde(default)]
     pub waiting: Vec<String>,
+    /// What is valid but probably not meant (SPEC §2), each with its JSON path and file.
+    #[serde(default)]
+    pub warnings: Vec<crate::policy::Problem>,
 }
 
 /// A rule and its hits, for `status --rules`.
@@ -99,9 +102,9 @@ impl Agent {
     }
 
     /// Applies a document; on any error the previous generation stays in force.
-    pub fn apply(&mut self, document: &str, instances: Option<&str>) -> Result<ApplySummary, ApplyError> {
+    pub fn apply<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<ApplySummary, ApplyError> {
         let started = std::time::Instant::now();
-        let (doc, compiled) = compile::prepare(document, instances)?;
+        let (doc, compiled) = compile::prepare_all(document, instances)?;
         let generation = self.generation + 1;
         self.enforcer.install(&compiled, generation)?;
         let previous = self.live.as_ref().map(|l| (&l.document, &l.compiled));
@@ -112,6 +115,7 @@ impl Agent {
             apply_ms: started.elapsed().as_secs_f64() * 1000.0,
             changes,
             waiting: self.enforcer.waiting.iter().cloned().collect(),
+            warnings: doc.warnings.clone(),
         };
         log::info!("generation {generation} live: {} ({:.1} ms)", summary.counts, summary.apply_ms);
         self.generation = generation;
@@ -124,8 +128,8 @@ impl Agent {
     /// At start-up: takes over the live generation a previous agent left if the document
     /// compiles to exactly it (same generation, no swap, tracked flows untouched); otherwise
     /// applies the document as the next generation.
-    pub fn start(&mut self, document: &str, instances: Option<&str>) -> Result<u64, ApplyError> {
-        let (doc, compiled) = compile::prepare(document, instances)?;
+    pub fn start<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<u64, ApplyError> {
+        let (doc, compiled) = compile::prepare_all(document, instances)?;
         if let Some(generation) = self.enforcer.adopt(&compiled)? {
             log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
             self.generation = generation;

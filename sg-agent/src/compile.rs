@@ -132,7 +132,12 @@ pub struct Compiled {
 
 /// Reads, validates and compiles a document: everything an apply does before touching the kernel.
 pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Compiled), Invalid> {
-    let doc = crate::policy::load(document, instances)?;
+    prepare_all(document, instances.as_slice())
+}
+
+/// [`prepare`] with any number of instances documents.
+pub fn prepare_all<S: AsRef<str>>(document: &str, instances: &[S]) -> Result<(Document, Compiled), Invalid> {
+    let doc = crate::policy::load_all(document, instances)?;
     let compiled = compile(&doc)?;
     Ok((doc, compiled))
 }

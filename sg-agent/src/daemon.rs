@@ -61,7 +61,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub policy: PathBuf,
-    pub instances: Option<PathBuf>,
+    pub instances: Vec<PathBuf>,
     pub pins: PinLayout,
     pub socket: PathBuf,
     pub load: LoadOptions,
@@ -84,8 +84,8 @@ pub enum RunError {
         source: crate::policy::ReadError,
     },
     /// The policy is invalid; nothing was touched.
-    #[error("{}", .invalid.in_file(.file))]
-    Invalid { file: PathBuf, invalid: Invalid },
+    #[error("{}", .invalid.in_files(.file, .instances))]
+    Invalid { file: PathBuf, instances: Vec<PathBuf>, invalid: Invalid },
     /// The control socket cannot be used; nothing was touched.
     #[error("control socket {}: {source}", .path.display())]
     Socket {
@@ -122,13 +122,20 @@ impl RunError {
 /// The policy files, read as text.
 struct Inputs {
     document: String,
-    instances: Option<String>,
+    instances: Vec<String>,
 }
 
-fn read_inputs(policy: &Path, instances: Option<&Path>) -> Result<Inputs, RunError> {
+fn read_inputs(policy: &Path, instances: &[PathBuf]) -> Result<Inputs, RunError> {
     let read =
         |p: &Path| crate::policy::read_file(p).map_err(|source| RunError::Read { path: p.to_path_buf(), source });
-    Ok(Inputs { document: read(policy)?, instances: instances.map(read).transpose()? })
+    Ok(Inputs { document: read(policy)?, instances: instances.iter().map(|p| read(p)).collect::<Result<_, _>>()? })
+}
+
+/// Logs a document's warnings, each with its file and JSON path.
+fn log_warnings(warnings: &[crate::policy::Problem], policy: &Path, instances: &[PathBuf]) {
+    for line in crate::policy::warning_lines(warnings, policy, instances) {
+        log::warn!("{}", line.trim_start_matches("warning: "));
+    }
 }
 
 /// A unit of work for the agent thread.
@@ -144,9 +151,13 @@ enum Job {
 /// Runs the agent until SIGTERM/SIGINT or a teardown request.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Preconditions, none of which touches the kernel.
-    let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
-    compile::prepare(&inputs.document, inputs.instances.as_deref())
-        .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+    let inputs = read_inputs(&opts.policy, &opts.instances)?;
+    let (doc, _) = compile::prepare_all(&inputs.document, &inputs.instances).map_err(|invalid| RunError::Invalid {
+        file: opts.policy.clone(),
+        instances: opts.instances.clone(),
+        invalid,
+    })?;
+    log_warnings(&doc.warnings, &opts.policy, &opts.instances);
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
     }
@@ -186,8 +197,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     enforcer.write_settings(&opts.settings)?;
     let mut agent = Agent::new(enforcer)?;
-    agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
-        crate::agent::ApplyError::Invalid(invalid) => RunError::Invalid { file: opts.policy.clone(), invalid },
+    agent.start(&inputs.document, &inputs.instances).map_err(|e| match e {
+        crate::agent::ApplyError::Invalid(invalid) => {
+            RunError::Invalid { file: opts.policy.clone(), instances: opts.instances.clone(), invalid }
+        }
         crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
     })?;
 
@@ -330,11 +343,11 @@ fn agent_loop(
     mut agent: Agent,
     mut jobs: mpsc::Receiver<Job>,
     gc: Option<Arc<std::sync::Mutex<crate::conntrack::gc::GcStats>>>,
-    (policy, instances): (PathBuf, Option<PathBuf>),
+    (policy, instances): (PathBuf, Vec<PathBuf>),
     view: SharedView,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()));
+        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, &instances));
         if let Ok(mut shared) = view.write() {
             *shared = agent.view();
         }
@@ -349,7 +362,7 @@ fn run_job(
     agent: &mut Agent,
     job: Job,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
-    (policy, instances): (&Path, Option<&Path>),
+    (policy, instances): (&Path, &[PathBuf]),
 ) -> bool {
     match job {
         Job::Links(events) => {
@@ -371,9 +384,10 @@ fn run_job(
         Job::Reload => {
             let result = read_inputs(policy, instances)
                 .map_err(|e| e.to_string())
-                .and_then(|i| agent.apply(&i.document, i.instances.as_deref()).map_err(|e| e.to_string()));
-            if let Err(e) = result {
-                log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                .and_then(|i| agent.apply(&i.document, &i.instances).map_err(|e| e.to_string()));
+            match result {
+                Ok(summary) => log_warnings(&summary.warnings, policy, instances),
+                Err(e) => log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation),
             }
             false
         }
@@ -402,7 +416,7 @@ fn handle(
                 Err(e) => Response::error(1, e.to_string()),
             }
         }
-        Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
+        Request::Apply { document, instances } => match agent.apply(&document, &instances) {
             Ok(summary) => Response::of(&summary),
             Err(e) => Response::error(e.exit_code(), e.to_string()),
         },

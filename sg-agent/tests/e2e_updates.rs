@@ -81,7 +81,7 @@ fn a_thousand_swaps_under_load_never_let_through_what_no_policy_allows() {
         let response = runtime
             .block_on(control::call(
                 &agent.socket,
-                &Request::Apply { document, instances: None },
+                &Request::Apply { document, instances: Vec::new() },
                 Duration::from_secs(30),
             ))
             .unwrap();

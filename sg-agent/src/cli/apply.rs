@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, Location, call, decode, print_json, read_pair};
+use super::{CliError, Location, call, decode, invalid_in, print_json, print_warnings, read_inputs};
 use crate::{
     agent::ApplySummary,
     compile,
@@ -13,9 +13,10 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     file: PathBuf,
-    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
+    /// `aws ec2 describe-instances` output; may be given more than once.
     #[arg(long)]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -24,10 +25,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let (document, instances) = read_pair(&args.file, args.instances.as_deref())?;
+    let (document, instances) = read_inputs(&args.file, &args.instances)?;
     // Validate here first: a clear error naming the file, and nothing sent.
-    compile::prepare(&document, instances.as_deref())
-        .map_err(|invalid| CliError::Invalid { file: args.file.clone(), invalid })?;
+    compile::prepare_all(&document, &instances).map_err(invalid_in(&args.file, &args.instances))?;
     let pins = PinLayout::new(&args.location.pin_path);
     let before = live_generation(&pins);
     let data = match call(&args.location.socket, &Request::Apply { document, instances }).await {
@@ -40,6 +40,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     if args.json {
         print_json(&data);
     } else {
+        print_warnings(&summary.warnings, &args.file, &args.instances);
         println!("generation {} live ({:.1} ms): {}", summary.generation, summary.apply_ms, summary.counts);
         println!("{}", summary.changes);
         if !summary.waiting.is_empty() {

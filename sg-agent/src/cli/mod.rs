@@ -83,9 +83,10 @@ pub enum CliError {
         #[source]
         source: ReadError,
     },
-    /// An input document is invalid: every problem on a line of its own, prefixed with the file.
-    #[error("{}", .invalid.in_file(.file))]
-    Invalid { file: PathBuf, invalid: Invalid },
+    /// An input document is invalid: every problem on a line of its own, prefixed with the file
+    /// it is in (the document or one of its instances files).
+    #[error("{}", .invalid.in_files(.file, .instances))]
+    Invalid { file: PathBuf, instances: Vec<PathBuf>, invalid: Invalid },
     /// Command-line values that do not fit together.
     #[error("{0}")]
     Usage(String),
@@ -186,9 +187,22 @@ fn read(path: &Path) -> Result<String, CliError> {
     policy::read_file(path).map_err(|source| CliError::Read { path: path.to_path_buf(), source })
 }
 
-/// A document and its optional instances file.
-fn read_pair(file: &Path, instances: Option<&Path>) -> Result<(String, Option<String>), CliError> {
-    Ok((read(file)?, instances.map(read).transpose()?))
+/// A document and its instances files.
+fn read_inputs(file: &Path, instances: &[PathBuf]) -> Result<(String, Vec<String>), CliError> {
+    Ok((read(file)?, instances.iter().map(|p| read(p)).collect::<Result<_, _>>()?))
+}
+
+/// The error for an invalid document read from `file` with `instances`.
+fn invalid_in(file: &Path, instances: &[PathBuf]) -> impl FnOnce(Invalid) -> CliError {
+    let (file, instances) = (file.to_path_buf(), instances.to_vec());
+    move |invalid| CliError::Invalid { file, instances, invalid }
+}
+
+/// Prints a document's warnings (to stderr: they are not the command's output).
+fn print_warnings(warnings: &[policy::Problem], file: &Path, instances: &[PathBuf]) {
+    for line in policy::warning_lines(warnings, file, instances) {
+        eprintln!("{line}");
+    }
 }
 
 /// How long a command waits for the agent (an apply of a large document included).

@@ -36,7 +36,7 @@ use crate::{
     explain,
     flows::{FlowLogger, FlowRecord},
     interfaces::{LinkEvent, LinkWatcher},
-    metrics,
+    metrics, notify,
     policy::Invalid,
     status::{self, SharedView},
 };
@@ -228,6 +228,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display());
+    let generation = agent.generation;
 
     let (jobs, job_rx) = mpsc::channel::<Job>(64);
     let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -243,6 +244,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
+    // This document's generation is live (applied, or adopted because it compiles to the pinned
+    // one) and the agent thread takes requests: only now is the node protected as configured.
+    notify::ready(generation);
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let uploads = Arc::new(Semaphore::new(MAX_UPLOADS));
     let stop = Arc::new(Notify::new());
@@ -275,6 +279,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     // Stop: no new jobs; let the one in progress finish (briefly), then leave enforcement as it is.
+    notify::stopping();
     drop(jobs);
     drop(listener);
     drop(socket);
@@ -382,12 +387,19 @@ fn run_job(
             false
         }
         Job::Reload => {
+            notify::reloading();
             let result = read_inputs(policy, instances)
                 .map_err(|e| e.to_string())
                 .and_then(|i| agent.apply(&i.document, &i.instances).map_err(|e| e.to_string()));
             match result {
-                Ok(summary) => log_warnings(&summary.warnings, policy, instances),
-                Err(e) => log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation),
+                Ok(summary) => {
+                    log_warnings(&summary.warnings, policy, instances);
+                    notify::ready(summary.generation);
+                }
+                Err(e) => {
+                    log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                    notify::reload_failed(agent.generation);
+                }
             }
             false
         }

@@ -679,7 +679,12 @@ impl GenDoc {
                 if !groups.is_empty() || inst.groups_key {
                     o.insert("security_groups".into(), json!(groups));
                 }
-                if let Some(sdc) = inst.source_dest_check {
+                // A local workload without addresses would drop everything with the check on:
+                // an invalid document (SPEC §2), so such an instance goes without the check.
+                let drops_everything = (inst.local || i == 0) && !inst.host && addresses.is_empty();
+                if drops_everything {
+                    o.insert("source_dest_check".into(), json!(false));
+                } else if let Some(sdc) = inst.source_dest_check {
                     o.insert("source_dest_check".into(), json!(sdc));
                 }
                 if inst.audit {

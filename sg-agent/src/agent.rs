@@ -92,13 +92,22 @@ pub struct Agent {
     pub live: Option<Live>,
     /// Names for flow-log records, kept current with the live generation.
     pub names: SharedNames,
+    /// Durations of this agent's applies (for metrics).
+    pub apply_seconds: crate::status::ApplyHistogram,
 }
 
 impl Agent {
     /// An agent on loaded programs; the generation is whatever the pinned state holds.
     pub fn new(enforcer: Enforcer) -> Result<Agent, DatapathError> {
         let generation = enforcer.maps.live()?.map_or(0, |l| l.generation);
-        Ok(Agent { enforcer, generation, applied_at: None, live: None, names: SharedNames::default() })
+        Ok(Agent {
+            enforcer,
+            generation,
+            applied_at: None,
+            live: None,
+            names: SharedNames::default(),
+            apply_seconds: Default::default(),
+        })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
@@ -118,6 +127,7 @@ impl Agent {
             warnings: doc.warnings.clone(),
         };
         log::info!("generation {generation} live: {} ({:.1} ms)", summary.counts, summary.apply_ms);
+        self.apply_seconds.observe(summary.apply_ms / 1000.0);
         self.generation = generation;
         self.applied_at = Some(SystemTime::now());
         self.live = Some(Live { document: doc, compiled });
@@ -238,6 +248,7 @@ impl Agent {
             policy: self.live.as_ref().map(|l| PolicyCounts::of(&l.document, &l.compiled)),
             gc: None,
             programs: self.enforcer.program_infos(),
+            apply_seconds: self.apply_seconds.clone(),
         }
     }
 }

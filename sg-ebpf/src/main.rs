@@ -109,7 +109,7 @@ fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
             verdict
         }
     };
-    count(verdict.reason, bytes);
+    count(ifindex, verdict.reason, bytes);
     verdict.pass
 }
 

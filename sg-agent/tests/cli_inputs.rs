@@ -158,3 +158,23 @@ fn explain_refuses_options_that_do_not_fit_the_protocol() {
         assert!(out.stdout.is_empty(), "no answer is printed: {}", text(&out.stdout));
     }
 }
+
+#[test]
+fn export_aws_writes_what_import_aws_and_check_read_back() {
+    let dir = Dir::new("export");
+    let native = examples().join("three-tier.json");
+    let instances = dir.0.join("instances.json");
+    let out = sg(&["export-aws", native.to_str().unwrap(), "--instances-out", instances.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let groups = dir.file("groups.json", &out.stdout);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["SecurityGroups"].as_array().is_some_and(|g| !g.is_empty()), "{json}");
+    let out = sg(&["check", &groups, "--instances", instances.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sg(&["import-aws", &groups, "--instances", instances.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Without somewhere to put the instances, it refuses (exit 2) rather than lose them.
+    let out = sg(&["export-aws", native.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--instances-out"), "{}", text(&out.stderr));
+}

@@ -970,6 +970,56 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// export-aws, then import-aws: the same verdicts as the native document.
+// ---------------------------------------------------------------------------------------------
+
+/// Exports the document to AWS's shape (groups + instances document), imports that back, and
+/// judges every seed packet as a new flow under both: reason and pass must be the same.
+fn check_aws_round_trip(gen_doc: &GenDoc, seeds: &[PktSeed]) -> Result<(), String> {
+    let json = gen_doc.json();
+    let native = setup(&json)?;
+    let (aws, instances) = sg_agent::policy::export::to_aws(&native.doc);
+    let doc = policy::load_all(&aws, &[instances.as_str()])
+        .map_err(|e| format!("import of the export fails: {e}\n{aws}\n{instances}\n  native:\n{json}"))?;
+    let compiled = compile(&doc).map_err(|e| format!("compile of the import fails: {e}"))?;
+    let ids = |c: &Compiled| c.ifaces.iter().map(|i| i.instance.clone()).collect::<Vec<_>>();
+    if ids(&compiled) != ids(&native.compiled) {
+        return Err(format!("the import has other local instances\n{instances}\n  native:\n{json}"));
+    }
+    let imported = Emulator::new(&compiled, |i, _| ifindex(i));
+    let u = Universe::of(&native.doc);
+    for seed in seeds {
+        let (index, hook, p) = resolve(&native.doc, &u, seed);
+        native.emulator.conntrack.borrow_mut().clear();
+        imported.conntrack.borrow_mut().clear();
+        let pkt = packet(&p);
+        let want = judge(&native.emulator, ifindex(index), hook, &pkt, 1_000_000_000);
+        let got = judge(&imported, ifindex(index), hook, &pkt, 1_000_000_000);
+        if (want.reason, want.pass) != (got.reason, got.pass) {
+            return Err(format!(
+                "verdicts differ after export-aws + import-aws: native {want:?}, imported {got:?}\n  packet {p:?} on \
+                 local instance {index} ({hook:?})\n  native:\n{json}\n  AWS:\n{aws}\n  instances:\n{instances}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn export_aws_then_import_aws_gives_the_same_verdicts(
+        doc in document(),
+        seeds in prop::collection::vec(packet_seed(), 1..=40),
+    ) {
+        if let Err(msg) = check_aws_round_trip(&doc, &seeds) {
+            return Err(TestCaseError::fail(msg));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Named cases.
 // ---------------------------------------------------------------------------------------------
 

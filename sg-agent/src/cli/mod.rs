@@ -6,6 +6,7 @@ mod apply;
 mod check;
 mod conntrack;
 mod explain;
+mod export_aws;
 mod flows;
 mod import_aws;
 mod run;
@@ -55,8 +56,12 @@ pub enum Command {
     Conntrack(conntrack::Args),
     /// Detach everything and remove the pinned state (stops a running agent).
     Teardown(teardown::Args),
-    /// Convert `aws ec2 describe-security-groups` JSON to a native document.
+    /// Convert `aws ec2 describe-security-groups` (or `describe-security-group-rules`) JSON, with
+    /// its instances documents, to a native document.
     ImportAws(import_aws::Args),
+    /// Convert a native document to `aws ec2 describe-security-groups` JSON and the instances
+    /// document it needs.
+    ExportAws(export_aws::Args),
     /// Wait until an interface is attached with the live generation (for orchestration hooks:
     /// call it before bringing the link up).
     WaitProtected(wait_protected::Args),
@@ -90,6 +95,13 @@ pub enum CliError {
     /// Command-line values that do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// An output file could not be written.
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The running agent could not be reached, or its answer read.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -129,6 +141,7 @@ impl CliError {
             | CliError::NotEnforcing(_)
             | CliError::NotProtected(_)
             | CliError::Interrupted(_)
+            | CliError::Write { .. }
             | CliError::Runtime(_) => 1,
         }
     }
@@ -178,6 +191,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Conntrack(args) => conntrack::run(args).await,
         Command::Teardown(args) => teardown::run(args).await,
         Command::ImportAws(args) => import_aws::run(args),
+        Command::ExportAws(args) => export_aws::run(args),
         Command::WaitProtected(args) => wait_protected::run(args).await,
     }
 }

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod aws;
 pub mod aws_instances;
+pub mod export;
 pub mod json;
 pub mod native;
 #[cfg(test)]

@@ -208,8 +208,12 @@ mod tests {
         let (_, c) = vm("");
         // A booting VM: from 0.0.0.0 (no source/destination check), no egress rule.
         assert_eq!(out(&c, &udp("0.0.0.0", 68, "255.255.255.255", 67)), PassedNodeService);
-        assert_eq!(inbound(&c, &udp("10.0.1.1", 67, "10.0.1.10", 68)), PassedNodeService);
-        assert_eq!(inbound(&c, &udp("10.0.1.1", 67, "255.255.255.255", 68)), PassedNodeService);
+        // The node's server answers (sent by a socket of the node).
+        let from_node = |p: Packet| Packet { local_origin: 1, ..p };
+        assert_eq!(inbound(&c, &from_node(udp("10.0.1.1", 67, "10.0.1.10", 68))), PassedNodeService);
+        assert_eq!(inbound(&c, &from_node(udp("10.0.1.1", 67, "255.255.255.255", 68))), PassedNodeService);
+        // The same forwarded from elsewhere is judged.
+        assert_eq!(inbound(&c, &udp("192.0.2.67", 67, "10.0.1.10", 68)), DroppedNoRule);
         assert_eq!(out(&c, &udp("fe80::10", 546, "ff02::1:2", 547)), PassedNodeService);
         assert_eq!(inbound(&c, &udp("fe80::1", 547, "fe80::10", 546)), PassedNodeService);
         // DHCP beyond the link is judged as usual.

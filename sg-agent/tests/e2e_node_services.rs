@@ -45,6 +45,15 @@ fn a_vm_with_no_egress_gets_its_lease_and_reaches_the_metadata_service() {
     node.ip(&["addr", "add", "169.254.169.254/32", "dev", "veth-vm"]);
     node.ip(&["link", "set", "veth-vm", "up"]);
     vm.ip(&["link", "set", "eth0", "up"]);
+    // A host elsewhere (not an instance), routed through the node.
+    let rogue = Netns::new("rogue");
+    node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    node.ip(&["link", "add", "veth-r", "type", "veth", "peer", "name", "eth0", "netns", &rogue.name]);
+    node.ip(&["addr", "add", "10.0.9.1/24", "dev", "veth-r"]);
+    node.ip(&["link", "set", "veth-r", "up"]);
+    rogue.ip(&["addr", "add", "10.0.9.9/24", "dev", "eth0"]);
+    rogue.ip(&["link", "set", "eth0", "up"]);
+    rogue.ip(&["route", "add", "default", "via", "10.0.9.1"]);
     let agent = start_agent(&node, POLICY, &[]);
 
     // dnsmasq on the node: DHCP only (no DNS), the one address of the VM's instance.
@@ -112,6 +121,17 @@ fn a_vm_with_no_egress_gets_its_lease_and_reaches_the_metadata_service() {
     assert!(!tcp_ok(&vm, node_addr, 22), "other TCP is dropped");
     assert!(!udp_ok(&vm, node_addr, 53), "other UDP is dropped");
     assert!(!ping_ok(&vm, node_addr), "ICMP is dropped");
+    // DHCP with anything but the node is judged: a "server" elsewhere does not reach the VM's
+    // client port, nor does the VM reach it.
+    let vm_addr: IpAddr = "10.0.1.10".parse().unwrap();
+    {
+        let client_port = UdpServer::start(&vm, vm_addr, 68);
+        assert_eq!(udp_exchange(&rogue, 67, vm_addr, 68, 2, 8), 0);
+        let received = client_port.received.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(received, 0, "a forwarded DHCP answer is dropped");
+    }
+    let _rogue_server = UdpServer::start(&rogue, "10.0.9.9".parse().unwrap(), 67);
+    assert_eq!(udp_exchange(&vm, 68, "10.0.9.9".parse().unwrap(), 67, 1, 8), 0, "unicast DHCP beyond the link");
 
     let status = agent.status();
     let vm_iface = status["interfaces"].as_array().unwrap().iter().find(|i| i["interface"] == "veth-vm").unwrap();

@@ -185,10 +185,11 @@ fn opposite(dir: Direction) -> Direction {
     }
 }
 
-/// SPEC §3: DHCP on the link (DHCPv4 68 → 67 broadcast and the server's 67 → 68; DHCPv6
-/// 546 → 547 at a link-local or link-scoped multicast address, and 547 → 546 from a link-local
-/// one) and traffic with the node's service addresses are not judged.
-fn naive_node_service(doc: &Document, dir: Direction, p: &NPkt) -> bool {
+/// SPEC §3: DHCP on the link (DHCPv4 68 → 67 broadcast, and the server's 67 → 68 from the node
+/// itself — the packets here are forwarded ones, so only a host instance's — ; DHCPv6 546 → 547
+/// at a link-local or link-scoped multicast address, and 547 → 546 from a link-local one) and
+/// traffic with the node's service addresses are not judged.
+fn naive_node_service(doc: &Document, inst: &Instance, dir: Direction, p: &NPkt) -> bool {
     let (server, server_port, client_port) = match dir {
         Direction::Egress => (p.dst, p.port, p.sport),
         Direction::Ingress => (p.src, p.sport, p.port),
@@ -196,7 +197,12 @@ fn naive_node_service(doc: &Document, dir: Direction, p: &NPkt) -> bool {
     if p.proto == 17 {
         let dhcp = match server {
             IpAddr::V4(a) => {
-                client_port == 68 && server_port == 67 && (dir == Direction::Ingress || a == Ipv4Addr::BROADCAST)
+                client_port == 68
+                    && server_port == 67
+                    && match dir {
+                        Direction::Ingress => inst.role == Role::Host,
+                        Direction::Egress => a == Ipv4Addr::BROADCAST,
+                    }
             }
             IpAddr::V6(a) => {
                 let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
@@ -220,7 +226,7 @@ fn naive_node_service(doc: &Document, dir: Direction, p: &NPkt) -> bool {
 /// The naive verdict of a new flow's first packet on a local instance's interface.
 fn naive(doc: &Document, inst: &Instance, hook: Hook, p: &NPkt) -> (Reason, bool) {
     let dir = naive_direction(inst.role, hook);
-    if naive_node_service(doc, dir, p) {
+    if naive_node_service(doc, inst, dir, p) {
         return (Reason::PassedNodeService, true);
     }
     let local = match dir {

@@ -117,6 +117,9 @@ pub struct Packet {
     pub ip_len: u16,
     /// For `ICMP_ERROR`: the quoted flow.
     pub quoted: Quoted,
+    /// Non-zero if a socket on this node sent the frame (set by the transmit hook, not the
+    /// parser): the node itself, as opposed to traffic it forwards.
+    pub local_origin: u8,
 }
 
 /// What a frame is, as far as the security groups are concerned.

@@ -325,9 +325,10 @@ const DHCP6_SERVER: u16 = 547;
 /// DHCP is the instance's client talking to a server on its link: DHCPv4 from port 68 to 67
 /// broadcast (a booting client has no address yet and never knows the server's), DHCPv6 from
 /// 546 to 547 at a link-local or link-scoped multicast address, and the server's answers (67 to
-/// 68; 547 to 546 from a link-local address). DHCP with anything beyond the link is judged like
-/// any other traffic (a renewal unicast to the node passes when the node's address is listed in
-/// `node_services`). Service addresses: the service side's address (and, for an entry with a
+/// 68 sent by the node itself to a workload — not forwarded from elsewhere — or received by a
+/// host instance from its link; 547 to 546 from a link-local address, which no router
+/// forwards). DHCP with anything beyond the link is judged like any other traffic (a renewal
+/// unicast to the node passes when the node's address is listed in `node_services`). Service addresses: the service side's address (and, for an entry with a
 /// port, protocol and port) is looked up in the live slot's table — at most two lookups, made
 /// only for packets no tracked flow has taken.
 #[inline(always)]
@@ -339,9 +340,12 @@ fn is_node_service<D: VerdictMaps>(dp: &D, slot: u32, cfg: &IfaceConfig, directi
     };
     if pkt.proto == IPPROTO_UDP {
         if pkt.family == FAMILY_V4 && client_port == DHCP_CLIENT && server_port == DHCP_SERVER {
-            let broadcast = server_addr[..4] == [255, 255, 255, 255];
-            if direction == Direction::Ingress || broadcast {
-                return true;
+            let from_the_node = pkt.local_origin != 0 || cfg.role == Role::Host as u8;
+            let to_the_link = server_addr[..4] == [255, 255, 255, 255];
+            match direction {
+                Direction::Ingress if from_the_node => return true,
+                Direction::Egress if to_the_link => return true,
+                _ => {}
             }
         }
         if pkt.family != FAMILY_V4 && client_port == DHCP6_CLIENT && server_port == DHCP6_SERVER {

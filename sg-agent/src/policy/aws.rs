@@ -191,7 +191,7 @@ fn resolve_default_groups(
 
 /// Top-level keys of AWS output besides the listing: the pagination token, and the request
 /// metadata boto3 adds (ignored).
-fn read_top<'a>(p: &mut Problems, aws: &'a Json, listing: &str) -> Option<&'a [Json]> {
+fn read_top<'a>(p: &mut Problems, aws: &'a Json, listing: &str, max: usize) -> Option<&'a [Json]> {
     let top = p.object("", aws, &[listing, "NextToken", "ResponseMetadata"])?;
     if let Some(token) = field(top, "NextToken")
         && !matches!(token, Json::Null)
@@ -203,7 +203,7 @@ fn read_top<'a>(p: &mut Problems, aws: &'a Json, listing: &str) -> Option<&'a [J
              fetches every page unless --max-items or --no-paginate is given)",
         );
     }
-    field(top, listing).and_then(|v| p.array(listing, v, limits::SECURITY_GROUPS.max(limits::RULES_PER_GROUP)))
+    field(top, listing).and_then(|v| p.array(listing, v, max))
 }
 
 const GROUP_KEYS: &[&str] = &[
@@ -223,7 +223,7 @@ const PERMISSION_KEYS: &[&str] =
     &["IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs"];
 
 fn read_groups(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
-    let Some(items) = read_top(p, aws, "SecurityGroups") else { return Vec::new() };
+    let Some(items) = read_top(p, aws, "SecurityGroups", limits::SECURITY_GROUPS) else { return Vec::new() };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index("SecurityGroups", i);
@@ -402,7 +402,7 @@ const REFERENCED_GROUP_KEYS: &[&str] = &["GroupId", "PeeringStatus", "UserId", "
 /// first-seen order, each rule in listing order; a group referenced (by a rule or an instance)
 /// that has no rule in the listing is a group without rules.
 fn read_rule_listing(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
-    let Some(items) = read_top(p, aws, "SecurityGroupRules") else { return Vec::new() };
+    let Some(items) = read_top(p, aws, "SecurityGroupRules", limits::AWS_RULE_ENTRIES) else { return Vec::new() };
     let mut out: Vec<ReadGroup> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index("SecurityGroupRules", i);

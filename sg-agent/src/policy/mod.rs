@@ -45,6 +45,8 @@ pub mod limits {
     pub const PREFIX_LISTS: usize = 1_000;
     /// Entries of `node_services`.
     pub const NODE_SERVICES: usize = 64;
+    /// Entries of a `describe-security-group-rules` listing (one per group, direction and peer).
+    pub const AWS_RULE_ENTRIES: usize = 1_000_000;
     pub const CIDRS_PER_PREFIX_LIST: usize = 10_000;
     /// Id, name and description length.
     pub const TEXT_LEN: usize = 1024;

@@ -19,9 +19,11 @@ if ! grep -q '^rust-src' <<<"$installed" || ! grep -q '^rustfmt' <<<"$installed"
     rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src --component rustfmt >&2
 fi
 
-# --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use.
+# --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use
+# (dnsmasq-base and busybox: a DHCP server and client; prometheus: promtool checks the metrics).
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool
-              iproute2 iputils-ping netcat-openbsd nftables procps fonts-dejavu-core)
+              iproute2 iputils-ping netcat-openbsd nftables procps fonts-dejavu-core
+              dnsmasq-base busybox prometheus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

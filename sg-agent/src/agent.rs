@@ -53,6 +53,9 @@ pub struct ApplySummary {
     /// the moment their interface appears.
     #[serde(default)]
     pub waiting: Vec<String>,
+    /// What is valid but probably not meant (SPEC §2), each with its JSON path and file.
+    #[serde(default)]
+    pub warnings: Vec<crate::policy::Problem>,
 }
 
 /// The steps of an apply, in milliseconds.
@@ -105,19 +108,29 @@ pub struct Agent {
     pub names: SharedNames,
     /// An apply's bookkeeping is still to do (`catch_up`).
     behind: bool,
+    /// Durations of this agent's applies (for metrics).
+    pub apply_seconds: crate::status::ApplyHistogram,
 }
 
 impl Agent {
     /// An agent on loaded programs; the generation is whatever the pinned state holds.
     pub fn new(enforcer: Enforcer) -> Result<Agent, DatapathError> {
         let generation = enforcer.maps.live()?.map_or(0, |l| l.generation);
-        Ok(Agent { enforcer, generation, applied_at: None, live: None, names: SharedNames::default(), behind: false })
+        Ok(Agent {
+            enforcer,
+            generation,
+            applied_at: None,
+            live: None,
+            names: SharedNames::default(),
+            apply_seconds: Default::default(),
+            behind: false,
+        })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
-    pub fn apply(&mut self, document: &str, instances: Option<&str>) -> Result<ApplySummary, ApplyError> {
+    pub fn apply<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<ApplySummary, ApplyError> {
         let started = std::time::Instant::now();
-        let doc = crate::policy::load(document, instances)?;
+        let doc = crate::policy::load_all(document, instances)?;
         let validated = std::time::Instant::now();
         let compiled = compile::compile(&doc)?;
         let compiled_at = std::time::Instant::now();
@@ -138,8 +151,10 @@ impl Agent {
             timings,
             changes,
             waiting: self.enforcer.waiting.iter().cloned().collect(),
+            warnings: doc.warnings.clone(),
         };
         log::info!("generation {generation} live: {} ({:.1} ms)", summary.counts, summary.apply_ms);
+        self.apply_seconds.observe(summary.apply_ms / 1000.0);
         self.generation = generation;
         self.applied_at = Some(SystemTime::now());
         self.live = Some(Live { document: doc, compiled });
@@ -159,8 +174,8 @@ impl Agent {
     /// At start-up: takes over the live generation a previous agent left if the document
     /// compiles to exactly it (same generation, no swap, tracked flows untouched); otherwise
     /// applies the document as the next generation.
-    pub fn start(&mut self, document: &str, instances: Option<&str>) -> Result<u64, ApplyError> {
-        let (doc, compiled) = compile::prepare(document, instances)?;
+    pub fn start<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<u64, ApplyError> {
+        let (doc, compiled) = compile::prepare_all(document, instances)?;
         if let Some(generation) = self.enforcer.adopt(&compiled)? {
             log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
             self.generation = generation;
@@ -269,6 +284,7 @@ impl Agent {
             policy: self.live.as_ref().map(|l| PolicyCounts::of(&l.document, &l.compiled)),
             gc: None,
             programs: self.enforcer.program_infos(),
+            apply_seconds: self.apply_seconds.clone(),
         }
     }
 }

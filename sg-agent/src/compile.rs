@@ -21,8 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ipnet::IpNet;
 use sg_common::{
     maps::{
-        IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey,
-        PeerKey, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity, peer_key_bits, rule_key_bits,
+        IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_NODE_SERVICES, IFACE_SOURCE_DEST_CHECK,
+        IfaceConfig, IfaceTimeouts, OwnAddrKey, PeerKey, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch,
+        ServiceKey, capacity, peer_key_bits, rule_key_bits,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::range_prefixes,
@@ -126,13 +127,20 @@ pub struct Compiled {
     pub own_addrs: Vec<OwnAddrKey>,
     pub peers: Vec<PeerEntry>,
     pub rule_entries: Vec<RuleEntry>,
+    /// The node's service addresses (slot 0), in the slot so that a change swaps with the rest.
+    pub services: Vec<ServiceKey>,
     /// Number of distinct group sets (each has an ingress and an egress table).
     pub group_sets: usize,
 }
 
 /// Reads, validates and compiles a document: everything an apply does before touching the kernel.
 pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Compiled), Invalid> {
-    let doc = crate::policy::load(document, instances)?;
+    prepare_all(document, instances.as_slice())
+}
+
+/// [`prepare`] with any number of instances documents.
+pub fn prepare_all<S: AsRef<str>>(document: &str, instances: &[S]) -> Result<(Document, Compiled), Invalid> {
+    let doc = crate::policy::load_all(document, instances)?;
     let compiled = compile(&doc)?;
     Ok((doc, compiled))
 }
@@ -179,7 +187,16 @@ impl std::fmt::Display for PolicyCounts {
 
 /// Compiles a validated document. Fails only if the result does not fit the maps.
 pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
-    let mut out = Compiled::default();
+    let services = doc
+        .node_services
+        .iter()
+        .map(|s| {
+            let (family, addr) = sg_common::maps::ip_to_addr(s.addr);
+            let (proto, port) = s.port.unwrap_or((0, 0));
+            ServiceKey { slot: 0, family, proto, port, addr }
+        })
+        .collect();
+    let mut out = Compiled { services, ..Compiled::default() };
     let flat = flatten(doc, &mut out.rules);
     let counters: Vec<u64> = out.rules.iter().map(RuleRef::counter_id).collect();
 
@@ -197,7 +214,11 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
             sets.push(set);
             (sets.len() - 1) as u32
         });
-        out.ifaces.push(compile_iface(instance, instance_index as u32, set_id));
+        let mut iface = compile_iface(instance, instance_index as u32, set_id);
+        if !out.services.is_empty() {
+            iface.config.flags |= IFACE_NODE_SERVICES;
+        }
+        out.ifaces.push(iface);
         for addr in &instance.addresses {
             let (family, bytes) = addr_key(&IpNet::from(*addr));
             out.own_addrs.push(OwnAddrKey {
@@ -276,6 +297,12 @@ fn compile_iface(instance: &Instance, index: u32, set: u32) -> CompiledIface {
             role: instance.role as u8,
             flags,
             _pad: [0; 2],
+            timeouts: IfaceTimeouts {
+                tcp_established: instance.conntrack_timeouts.tcp_established.unwrap_or(0),
+                // EC2's ranges (validated): at most 60 and 180 seconds.
+                udp: instance.conntrack_timeouts.udp.map_or(0, |t| t.min(u32::from(u16::MAX)) as u16),
+                udp_stream: instance.conntrack_timeouts.udp_stream.map_or(0, |t| t.min(u32::from(u16::MAX)) as u16),
+            },
         },
     }
 }

@@ -29,6 +29,8 @@ pub const DEFAULT_SOCKET: &str = "/run/sg-agent/control.sock";
 
 /// The request line: every request but an apply's documents.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Instances documents in one apply (each up to the document limit).
+pub const MAX_INSTANCES_DOCUMENTS: usize = 8;
 
 /// What a client asks, as the daemon handles it.
 #[derive(Debug, Clone)]
@@ -38,10 +40,10 @@ pub enum Request {
     Rules,
     /// Stream flow-log records (JSON lines) until the client disconnects.
     Flows,
-    /// A new document: native JSON, or AWS JSON with a native `instances` document.
+    /// A new document: native JSON, or AWS JSON with its instances documents.
     Apply {
         document: String,
-        instances: Option<String>,
+        instances: Vec<String>,
     },
     /// Which rule of the live policy allows a packet.
     Explain {
@@ -62,9 +64,17 @@ enum Header {
     Status,
     Rules,
     Flows,
-    Apply { document_bytes: usize, instances_bytes: Option<usize> },
-    Explain { query: crate::explain::Query },
-    Interface { name: String },
+    Apply {
+        document_bytes: usize,
+        #[serde(default)]
+        instances_bytes: Vec<usize>,
+    },
+    Explain {
+        query: crate::explain::Query,
+    },
+    Interface {
+        name: String,
+    },
     Teardown,
 }
 
@@ -97,7 +107,7 @@ impl Response {
         let mut problems: Vec<_> = invalid.problems.iter().take(shown).cloned().collect();
         if invalid.problems.len() > shown {
             let message = format!("... and {} more problems", invalid.problems.len() - shown);
-            problems.push(crate::policy::Problem { path: String::new(), message });
+            problems.push(crate::policy::Problem { path: String::new(), message, source: Default::default() });
         }
         Response { problems, ..Response::error(2, invalid.to_string()) }
     }
@@ -173,16 +183,19 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         Header::Teardown => Request::Teardown,
         Header::Interface { name } => Request::Interface { name },
         Header::Apply { document_bytes, instances_bytes } => {
+            let total = document_bytes.saturating_add(instances_bytes.iter().sum());
             let bodies = async {
                 let mut held: Option<OwnedSemaphorePermit> = None;
                 let document = read_body(stream, document_bytes, "document", budget, &mut held).await?;
-                let instances = match instances_bytes {
-                    Some(n) => Some(read_body(stream, n, "instances document", budget, &mut held).await?),
-                    None => None,
-                };
+                if instances_bytes.len() > MAX_INSTANCES_DOCUMENTS {
+                    return Err(Response::error(2, format!("more than {MAX_INSTANCES_DOCUMENTS} instances documents")));
+                }
+                let mut instances = Vec::with_capacity(instances_bytes.len());
+                for n in instances_bytes {
+                    instances.push(read_body(stream, n, "instances document", budget, &mut held).await?);
+                }
                 Ok::<_, Response>((Request::Apply { document, instances }, held))
             };
-            let total = document_bytes.saturating_add(instances_bytes.unwrap_or(0));
             let deadline = deadlines.documents + Duration::from_secs((total / BYTES_PER_SECOND) as u64);
             return tokio::time::timeout(deadline, bodies).await.map_err(|_| late("documents"))?;
         }
@@ -264,15 +277,16 @@ fn encode(request: &Request) -> io::Result<Vec<u8>> {
         Request::Teardown => Header::Teardown,
         Request::Explain { query } => Header::Explain { query: query.clone() },
         Request::Interface { name } => Header::Interface { name: name.clone() },
-        Request::Apply { document, instances } => {
-            Header::Apply { document_bytes: document.len(), instances_bytes: instances.as_ref().map(String::len) }
-        }
+        Request::Apply { document, instances } => Header::Apply {
+            document_bytes: document.len(),
+            instances_bytes: instances.iter().map(String::len).collect(),
+        },
     };
     let mut bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
     bytes.push(b'\n');
     if let Request::Apply { document, instances } = request {
         bytes.extend_from_slice(document.as_bytes());
-        if let Some(i) = instances {
+        for i in instances {
             bytes.extend_from_slice(i.as_bytes());
         }
     }
@@ -350,9 +364,10 @@ mod tests {
     #[tokio::test]
     async fn an_apply_carries_its_documents_as_raw_bytes() {
         let document = "{\"security_groups\": []}\n\"quoted\" ünïcode".to_owned();
-        let request = Request::Apply { document: document.clone(), instances: Some("{}".into()) };
+        let instances = vec!["{}".to_owned(), "{\"Reservations\": []}".to_owned()];
+        let request = Request::Apply { document: document.clone(), instances: instances.clone() };
         match round_trip(&request).await.unwrap() {
-            Request::Apply { document: d, instances: i } => assert_eq!((d, i), (document, Some("{}".to_owned()))),
+            Request::Apply { document: d, instances: i } => assert_eq!((d, i), (document, instances)),
             other => panic!("{other:?}"),
         }
     }

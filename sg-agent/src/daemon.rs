@@ -39,7 +39,7 @@ use crate::{
     explain,
     flows::{FlowLogger, FlowRecord},
     interfaces::{LinkEvent, LinkWatcher},
-    metrics,
+    metrics, notify,
     policy::Invalid,
     status::{self, SharedView},
 };
@@ -65,7 +65,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub policy: PathBuf,
-    pub instances: Option<PathBuf>,
+    pub instances: Vec<PathBuf>,
     pub pins: PinLayout,
     pub socket: PathBuf,
     pub load: LoadOptions,
@@ -88,8 +88,8 @@ pub enum RunError {
         source: crate::policy::ReadError,
     },
     /// The policy is invalid; nothing was touched.
-    #[error("{}", .invalid.in_file(.file))]
-    Invalid { file: PathBuf, invalid: Invalid },
+    #[error("{}", .invalid.in_files(.file, .instances))]
+    Invalid { file: PathBuf, instances: Vec<PathBuf>, invalid: Invalid },
     /// The control socket cannot be used; nothing was touched.
     #[error("control socket {}: {source}", .path.display())]
     Socket {
@@ -126,13 +126,20 @@ impl RunError {
 /// The policy files, read as text.
 struct Inputs {
     document: String,
-    instances: Option<String>,
+    instances: Vec<String>,
 }
 
-fn read_inputs(policy: &Path, instances: Option<&Path>) -> Result<Inputs, RunError> {
+fn read_inputs(policy: &Path, instances: &[PathBuf]) -> Result<Inputs, RunError> {
     let read =
         |p: &Path| crate::policy::read_file(p).map_err(|source| RunError::Read { path: p.to_path_buf(), source });
-    Ok(Inputs { document: read(policy)?, instances: instances.map(read).transpose()? })
+    Ok(Inputs { document: read(policy)?, instances: instances.iter().map(|p| read(p)).collect::<Result<_, _>>()? })
+}
+
+/// Logs a document's warnings, each with its file and JSON path.
+fn log_warnings(warnings: &[crate::policy::Problem], policy: &Path, instances: &[PathBuf]) {
+    for line in crate::policy::warning_lines(warnings, policy, instances) {
+        log::warn!("{}", line.trim_start_matches("warning: "));
+    }
 }
 
 /// A unit of work for the agent thread.
@@ -150,9 +157,13 @@ enum Job {
 /// Runs the agent until SIGTERM/SIGINT or a teardown request.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Preconditions, none of which touches the kernel.
-    let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
-    compile::prepare(&inputs.document, inputs.instances.as_deref())
-        .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+    let inputs = read_inputs(&opts.policy, &opts.instances)?;
+    let (doc, _) = compile::prepare_all(&inputs.document, &inputs.instances).map_err(|invalid| RunError::Invalid {
+        file: opts.policy.clone(),
+        instances: opts.instances.clone(),
+        invalid,
+    })?;
+    log_warnings(&doc.warnings, &opts.policy, &opts.instances);
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
     }
@@ -192,8 +203,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     enforcer.write_settings(&opts.settings)?;
     let mut agent = Agent::new(enforcer)?;
-    agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
-        crate::agent::ApplyError::Invalid(invalid) => RunError::Invalid { file: opts.policy.clone(), invalid },
+    agent.start(&inputs.document, &inputs.instances).map_err(|e| match e {
+        crate::agent::ApplyError::Invalid(invalid) => {
+            RunError::Invalid { file: opts.policy.clone(), instances: opts.instances.clone(), invalid }
+        }
         crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
     })?;
 
@@ -221,6 +234,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display());
+    let generation = agent.generation;
 
     let (jobs, job_rx) = mpsc::channel::<Job>(64);
     let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -240,6 +254,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
+    // This document's generation is live (applied, or adopted because it compiles to the pinned
+    // one) and the agent thread takes requests: only now is the node protected as configured.
+    notify::ready(generation);
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let uploads = Arc::new(Semaphore::new(UPLOAD_BUDGET));
     let stop = Arc::new(Notify::new());
@@ -272,6 +289,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     // Stop: no new jobs; let the one in progress finish (briefly), then leave enforcement as it is.
+    notify::stopping();
     stopping.store(true, Ordering::Relaxed);
     let _ = jobs.try_send(Job::Stop);
     drop(jobs);
@@ -342,7 +360,7 @@ fn agent_loop(
     mut agent: Agent,
     mut jobs: mpsc::Receiver<Job>,
     gc: Option<Arc<std::sync::Mutex<crate::conntrack::gc::GcStats>>>,
-    (policy, instances): (PathBuf, Option<PathBuf>),
+    (policy, instances): (PathBuf, Vec<PathBuf>),
     view: SharedView,
     stopping: &AtomicBool,
 ) {
@@ -350,7 +368,7 @@ fn agent_loop(
         if stopping.load(Ordering::Relaxed) {
             return;
         }
-        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()));
+        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, &instances));
         agent.catch_up();
         if let Ok(mut shared) = view.write() {
             *shared = agent.view();
@@ -366,7 +384,7 @@ fn run_job(
     agent: &mut Agent,
     job: Job,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
-    (policy, instances): (&Path, Option<&Path>),
+    (policy, instances): (&Path, &[PathBuf]),
 ) -> bool {
     match job {
         Job::Stop => false,
@@ -392,11 +410,19 @@ fn run_job(
             false
         }
         Job::Reload => {
+            notify::reloading();
             let result = read_inputs(policy, instances)
                 .map_err(|e| e.to_string())
-                .and_then(|i| agent.apply(&i.document, i.instances.as_deref()).map_err(|e| e.to_string()));
-            if let Err(e) = result {
-                log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                .and_then(|i| agent.apply(&i.document, &i.instances).map_err(|e| e.to_string()));
+            match result {
+                Ok(summary) => {
+                    log_warnings(&summary.warnings, policy, instances);
+                    notify::ready(summary.generation);
+                }
+                Err(e) => {
+                    log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                    notify::reload_failed(agent.generation);
+                }
             }
             false
         }
@@ -425,7 +451,7 @@ fn handle(
                 Err(e) => Response::error(1, e.to_string()),
             }
         }
-        Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
+        Request::Apply { document, instances } => match agent.apply(&document, &instances) {
             Ok(summary) => Response::of(&summary),
             Err(crate::agent::ApplyError::Invalid(invalid)) => Response::invalid(&invalid),
             Err(e) => Response::error(e.exit_code(), e.to_string()),

@@ -9,7 +9,7 @@
 //! line. Reports: [`status`], [`flows`] (flow logs), [`metrics`], [`explain`] (the verdict run on
 //! the host by [`emulator`]), [`changes`] (what an apply changed), [`conntrack`] (tracked flows
 //! and their garbage collection). [`interfaces`] follows interfaces as they come and go.
-//! [`clock`] holds the clocks they share. The test lab, frame builders and benchmarks live
+//! [`clock`] holds the clocks they share; [`notify`] tells systemd when the agent is ready. The test lab, frame builders and benchmarks live
 //! outside the agent, in the `sg-lab` crate.
 
 pub mod agent;
@@ -26,5 +26,6 @@ pub mod explain;
 pub mod flows;
 pub mod interfaces;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod status;

@@ -198,7 +198,7 @@ fn stalled_clients_never_stall_status_signals_or_applies() {
     eprintln!("status with 110 stalled clients: {:.1} ms", status_took.as_secs_f64() * 1000.0);
     assert!(status_took < Duration::from_secs(1), "status took {status_took:?}");
     // The stalled uploads hold only the megabyte each is stuck in: an apply goes straight through.
-    let apply_took = call(sg_agent::control::Request::Apply { document: POLICY.to_owned(), instances: None });
+    let apply_took = call(sg_agent::control::Request::Apply { document: POLICY.to_owned(), instances: Vec::new() });
     eprintln!("apply beside 10 stalled uploads: {:.1} ms", apply_took.as_secs_f64() * 1000.0);
     assert!(apply_took < Duration::from_secs(5), "apply took {apply_took:?}");
     // SIGHUP is handled while clients stall (the reload shows as generation 3).

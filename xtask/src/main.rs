@@ -58,6 +58,13 @@ enum Task {
     },
     /// The import graph between each crate's modules; fails on a cycle.
     Modules,
+    /// The demo alone, with an agent already built (what `run` does after building; for tests).
+    #[command(hide = true)]
+    Demo {
+        /// The sg-agent binary.
+        #[arg(long)]
+        agent: std::path::PathBuf,
+    },
     /// Set up, then run every test as root (privileged tests must run, not skip).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -93,6 +100,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let status = Command::new(&agent).args(&args).status().context("running sg-agent")?;
                 Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
             }
+        }
+        Task::Demo { agent } => {
+            require_root("load BPF programs and create network namespaces")?;
+            demo::run(&agent)?;
+            Ok(ExitCode::SUCCESS)
         }
         Task::Bench { args } => {
             require_root("benchmarks load BPF programs and create network namespaces")?;

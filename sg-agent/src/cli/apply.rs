@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{CALL_TIMEOUT, CliError, Location, accepted, decode, print_json, read_pair};
+use super::{CALL_TIMEOUT, CliError, Location, accepted, decode, invalid_in, print_json, print_warnings, read_inputs};
 use crate::{
     agent::ApplySummary,
     control::{self, ClientError, Request},
@@ -13,9 +13,10 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     file: PathBuf,
-    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
+    /// `aws ec2 describe-instances` output; may be given more than once.
     #[arg(long)]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -24,7 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let (document, instances) = read_pair(&args.file, args.instances.as_deref())?;
+    let (document, instances) = read_inputs(&args.file, &args.instances)?;
     let pins = PinLayout::new(&args.location.pin_path);
     let before = live_generation(&pins);
     // Validated once, by the agent: its problems come back with their JSON paths, and are
@@ -37,13 +38,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         other => other?,
     };
     if !response.problems.is_empty() {
-        return Err(CliError::Invalid { file: args.file, invalid: Invalid { problems: response.problems } });
+        return Err(invalid_in(&args.file, &args.instances)(Invalid { problems: response.problems }));
     }
     let data = accepted(response)?;
     let summary: ApplySummary = decode(data.clone())?;
     if args.json {
         print_json(&data);
     } else {
+        print_warnings(&summary.warnings, &args.file, &args.instances);
         println!("generation {} live ({:.1} ms): {}", summary.generation, summary.apply_ms, summary.counts);
         println!("{}", summary.changes);
         if !summary.waiting.is_empty() {

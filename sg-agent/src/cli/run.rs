@@ -15,9 +15,10 @@ pub struct Args {
     /// Policy document (native, or AWS describe-security-groups JSON with --instances).
     #[arg(long)]
     policy: PathBuf,
-    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
+    /// `aws ec2 describe-instances` output; may be given more than once.
     #[arg(long)]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     #[command(flatten)]
     location: Location,
     /// Conntrack table size (flows).

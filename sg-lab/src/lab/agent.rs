@@ -51,6 +51,22 @@ impl Agent {
         dir: &Path,
         extra: &[&str],
     ) -> Agent {
+        let mut agent = Self::spawn(binary, node, policy_path, bpffs, dir, extra, &[]);
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts `binary run` with extra environment variables (`NOTIFY_SOCKET`) and returns at
+    /// once, without waiting for it to answer.
+    pub fn spawn(
+        binary: &Path,
+        node: &Netns,
+        policy_path: &Path,
+        bpffs: Bpffs,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let socket = dir.join("control.sock");
         let log = dir.join(format!("agent-{}.log", next_id()));
         let pins = bpffs.pin_path();
@@ -66,10 +82,11 @@ impl Agent {
             .arg(&socket)
             .args(extra)
             .env("RUST_LOG", "info,sg_agent=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = cmd.spawn().expect("spawning sg-agent");
-        let mut agent = Agent {
+        Agent {
             child,
             binary: binary.to_path_buf(),
             node: node.name.clone(),
@@ -79,12 +96,11 @@ impl Agent {
             log,
             bpffs: Some(bpffs),
             keep_dir: false,
-        };
-        agent.wait_ready();
-        agent
+        }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this agent answers on its socket.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

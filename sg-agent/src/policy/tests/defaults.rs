@@ -71,7 +71,11 @@ fn empty_document_has_only_the_default_group() {
     let doc = load_ok("{}");
     assert_eq!(
         doc,
-        Document { security_groups: vec![SecurityGroup::aws_default()], prefix_lists: vec![], instances: vec![] }
+        Document {
+            security_groups: vec![SecurityGroup::aws_default()],
+            node_services: super::super::NodeService::ec2_defaults(),
+            ..Document::default()
+        }
     );
 }
 
@@ -150,6 +154,7 @@ fn instance_defaults() {
             security_groups: vec![DEFAULT_GROUP.to_owned()],
             source_dest_check: true,
             audit: false,
+            conntrack_timeouts: Default::default(),
         }
     );
 }
@@ -167,6 +172,7 @@ fn instance_fields_as_given() {
             security_groups: vec!["sg-a".to_owned(), DEFAULT_GROUP.to_owned()],
             source_dest_check: false,
             audit: true,
+            conntrack_timeouts: Default::default(),
         }
     );
     assert_eq!(read_instance(json!({ "id": "i-1", "role": "workload" })).role, Role::Workload);
@@ -314,7 +320,8 @@ fn rule_peers_and_description_are_kept_in_order() {
 #[test]
 fn groups_and_instances_keep_document_order() {
     let doc = load_ok(
-        r#"{ "instances": [ { "id": "b", "interface": "veth-b" }, { "id": "a" }, { "id": "c", "interface": "veth-c" } ],
+        r#"{ "instances": [ { "id": "b", "interface": "veth-b", "addresses": ["10.0.0.2"] }, { "id": "a" },
+                            { "id": "c", "interface": "veth-c", "addresses": ["10.0.0.3"] } ],
              "security_groups": [ { "id": "sg-z", "name": "z" }, { "id": "sg-y" } ] }"#,
     );
     let groups: Vec<&str> = doc.security_groups.iter().map(|g| g.id.as_str()).collect();
@@ -350,7 +357,7 @@ fn native_document_survives_writing_and_reading_back() {
       ]
     }"#;
     let doc = load_ok(text);
-    let written = native::write_document(&doc.security_groups, &doc.prefix_lists, &doc.instances);
+    let written = native::write_document(&doc);
     let back = native::parse_document(&written.to_string()).unwrap_or_else(|e| panic!("{e}\n{written:#}"));
     assert_eq!(back, doc);
 }

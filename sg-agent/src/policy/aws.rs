@@ -201,7 +201,7 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
             }
         }
         for (description, peers) in by_description {
-            rules.push(Rule { protocol, ports, peers, description });
+            rules.push(Rule { protocol, ports, peers, description, id: None });
         }
     }
     rules

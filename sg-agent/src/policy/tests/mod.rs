@@ -18,6 +18,7 @@ mod all_at_once;
 mod aws_input;
 mod defaults;
 mod duplicates;
+mod ec2_ids;
 mod examples;
 mod instances;
 mod keys;

@@ -32,6 +32,7 @@ use tokio::{
 
 use crate::{
     agent::Agent,
+    api::{self, ApiOptions, LocalBackend, LocalCall},
     compile,
     conntrack::gc::Collector,
     control::{self, Request, Response},
@@ -75,6 +76,8 @@ pub struct RunOptions {
     pub flow_window: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The EC2 API (SPEC §9), if served.
+    pub api: Option<ApiOptions>,
 }
 
 /// Why `run` stopped with an error.
@@ -107,6 +110,9 @@ pub enum RunError {
     /// Signal handlers could not be installed; nothing was touched.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The EC2 API cannot be served (document, credentials, address); nothing was touched.
+    #[error(transparent)]
+    Api(#[from] api::SetupError),
     /// The kernel side failed (loading, pinning, attaching, applying).
     #[error(transparent)]
     Datapath(#[from] DatapathError),
@@ -118,6 +124,7 @@ impl RunError {
         match self {
             RunError::Invalid { .. } => 2,
             RunError::Read { source, .. } => source.exit_code(),
+            RunError::Api(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -143,6 +150,9 @@ enum Job {
     Reload,
     /// Interfaces appeared or vanished (as read from netlink at that instant).
     Links(Vec<LinkEvent>, std::time::Instant),
+    /// An EC2 API call: read the live document, or commit a changed one (live and written back
+    /// to the policy file when it answers).
+    Api(LocalCall),
     /// Wakes the agent thread to see that the daemon is stopping.
     Stop,
 }
@@ -163,6 +173,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let listener =
         control::bind(&opts.socket).await.map_err(|source| RunError::Socket { path: opts.socket.clone(), source })?;
     let socket = SocketFile::new(&opts.socket);
+    let api = match &opts.api {
+        Some(options) => Some(api::prepare(options, &opts.policy, &inputs.document, opts.instances.is_some()).await?),
+        None => None,
+    };
     let metrics_listener = match opts.metrics {
         Some(addr) => {
             Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?)
@@ -240,6 +254,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
+    if let Some(prepared) = api {
+        let (backend, calls) = LocalBackend::new();
+        tokio::spawn(forward_api_calls(calls, jobs.clone()));
+        api::start(prepared, backend);
+    }
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let uploads = Arc::new(Semaphore::new(UPLOAD_BUDGET));
     let stop = Arc::new(Notify::new());
@@ -337,6 +356,15 @@ async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
     }
 }
 
+/// Hands the EC2 API's calls to the agent thread, in order.
+async fn forward_api_calls(mut calls: mpsc::Receiver<LocalCall>, jobs: mpsc::Sender<Job>) {
+    while let Some(call) = calls.recv().await {
+        if jobs.send(Job::Api(call)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The agent thread: one job at a time, until the job channel closes or a teardown succeeds.
 fn agent_loop(
     mut agent: Agent,
@@ -388,6 +416,10 @@ fn run_job(
                     agent.generation
                 ),
             }
+            false
+        }
+        Job::Api(call) => {
+            call.run(agent, policy);
             false
         }
         Job::Reload => {

@@ -163,6 +163,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
     compile::prepare(&inputs.document, inputs.instances.as_deref())
         .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+    let api_credentials = opts
+        .api
+        .as_ref()
+        .map(|options| api::check(options, &opts.policy, &inputs.document, opts.instances.is_some()))
+        .transpose()?;
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
     }
@@ -173,9 +178,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let listener =
         control::bind(&opts.socket).await.map_err(|source| RunError::Socket { path: opts.socket.clone(), source })?;
     let socket = SocketFile::new(&opts.socket);
-    let api = match &opts.api {
-        Some(options) => Some(api::prepare(options, &opts.policy, &inputs.document, opts.instances.is_some()).await?),
-        None => None,
+    let api = match (&opts.api, api_credentials) {
+        (Some(options), Some(credentials)) => Some(api::bind(options, credentials).await?),
+        _ => None,
     };
     let metrics_listener = match opts.metrics {
         Some(addr) => {

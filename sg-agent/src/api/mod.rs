@@ -92,20 +92,25 @@ pub struct Prepared {
     pub addr: SocketAddr,
 }
 
-/// Checks the policy document, reads the credentials and binds the address.
-pub async fn prepare(
+/// Checks the policy document and reads the credentials (nothing is touched yet).
+pub fn check(
     options: &ApiOptions,
     policy: &Path,
     document: &str,
     with_instances: bool,
-) -> Result<Prepared, SetupError> {
+) -> Result<Credentials, SetupError> {
     if with_instances {
         return Err(SetupError::WithInstances);
     }
     if crate::policy::native::parse_json(document).is_ok_and(|json| crate::policy::aws::is_aws(&json)) {
         return Err(SetupError::NotNative(policy.to_path_buf()));
     }
-    let credentials = Credentials::load(&options.credentials)?;
+    Ok(Credentials::load(&options.credentials)?)
+}
+
+/// Binds the address (once this agent holds its pin path, so that a second agent is refused
+/// for that, not for the port).
+pub async fn bind(options: &ApiOptions, credentials: Credentials) -> Result<Prepared, SetupError> {
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|source| SetupError::Listen { addr: options.listen, source })?;

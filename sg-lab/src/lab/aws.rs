@@ -14,7 +14,7 @@ use super::unique;
 /// Where the setup script puts the AWS CLI and boto3 when the system has neither.
 pub const VENV: &str = "/opt/sg-agent-tools/aws";
 
-/// The AWS CLI and a Python with boto3.
+/// The AWS CLI and a Python with boto3 and the CLI's own package.
 #[derive(Debug, Clone)]
 pub struct AwsTools {
     pub aws: PathBuf,
@@ -22,13 +22,17 @@ pub struct AwsTools {
 }
 
 impl AwsTools {
-    /// The tools on `PATH`, else in [`VENV`]; `None` if either is missing.
+    /// The tools on `PATH` (`/usr/bin/python3` for Debian's packages), else in [`VENV`]; `None`
+    /// if any is missing.
     pub fn find() -> Option<AwsTools> {
         let venv = Path::new(VENV).join("bin");
         let aws = which("aws").or_else(|| Some(venv.join("aws")).filter(|p| p.exists()))?;
-        let has_boto3 =
-            |p: &Path| Command::new(p).args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success());
-        let python = [PathBuf::from("python3"), venv.join("python3")].into_iter().find(|p| has_boto3(p))?;
+        let usable = |p: &Path| {
+            Command::new(p).args(["-c", "import boto3, awscli.clidriver"]).output().is_ok_and(|o| o.status.success())
+        };
+        let python = [PathBuf::from("python3"), PathBuf::from("/usr/bin/python3"), venv.join("python3")]
+            .into_iter()
+            .find(|p| usable(p))?;
         Some(AwsTools { aws, python })
     }
 }
@@ -150,24 +154,12 @@ impl AwsClient {
              import awscli.clidriver\n\
              sys.exit(awscli.clidriver.main())\n"
         );
-        let python = self.cli_python();
-        self.command(&python)
+        self.command(&self.tools.python)
             .args(["-c", &script, "ec2"])
             .args(args)
             .args(["--endpoint-url", &self.endpoint])
             .output()
             .expect("running the aws CLI driver")
-    }
-
-    /// The Python the `aws` script runs on (its first line).
-    fn cli_python(&self) -> PathBuf {
-        let text = fs::read_to_string(&self.tools.aws).unwrap_or_default();
-        text.lines()
-            .next()
-            .and_then(|l| l.strip_prefix("#!"))
-            .map(|p| PathBuf::from(p.split_whitespace().next().unwrap_or("python3")))
-            .filter(|p| p.exists())
-            .unwrap_or_else(|| self.tools.python.clone())
     }
 
     /// Runs a boto3 script (its environment names the endpoint as `SG_API_ENDPOINT`).

@@ -581,3 +581,35 @@ fn run_refuses_to_serve_the_api_with_unsafe_credentials_or_an_aws_document() {
     assert!(!pins.exists(), "pinned state was created");
     fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_api_change_after_an_apply_builds_on_the_live_document() {
+    let Some(tools) = tools() else { return };
+    let topo = Topology::new();
+    let credentials = agent_credentials();
+    let agent = start_with_api(&topo.node, ERRORS_POLICY, &credentials);
+    let cli = AwsClient::new(&tools, &topo.node.name, API, KEY_ID, SECRET);
+    // `apply` replaces the live document (not the file); the API then changes what is live and
+    // writes that, with its change, to the file.
+    agent.apply_ok(
+        r#"{ "security_groups": [ { "id": "sg-applied", "name": "applied", "description": "from apply" } ] }"#,
+    );
+    cli.ec2_error(&["describe-security-groups", "--group-ids", "sg-web"], "InvalidGroup.NotFound");
+    cli.ec2_ok(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        "sg-applied",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--cidr",
+        "10.0.0.0/8",
+    ]);
+    let written =
+        sg_agent::policy::native::parse_document(&fs::read_to_string(agent.dir.join("policy.json")).unwrap()).unwrap();
+    let applied = written.group("sg-applied").expect("the applied group is in the file");
+    assert_eq!(applied.ingress.len(), 1);
+    assert!(written.group("sg-web").is_none(), "the file holds the live document, not the one apply replaced");
+    fs::remove_file(&credentials).ok();
+}

@@ -34,11 +34,27 @@ fn tools() -> Option<AwsTools> {
     }
 }
 
+/// A file or directory of a test, removed on drop (a failing test cleans up too).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0).or_else(|_| fs::remove_file(&self.0));
+    }
+}
+
 /// A credentials file for the agent (outside its directory, which the agent makes).
-fn agent_credentials() -> PathBuf {
+fn agent_credentials() -> Scratch {
     let path = PathBuf::from(format!("/run/{}", unique("api-credentials")));
     write_credentials(&path, &[("sg-admin", KEY_ID, SECRET), ("ops", "AKIDSGAGENTOPS00002", "another/secret")]);
-    path
+    Scratch(path)
 }
 
 fn start_with_api(node: &Netns, policy: &str, credentials: &std::path::Path) -> Agent {
@@ -260,7 +276,6 @@ fn an_aws_cli_session_changes_traffic_when_each_call_returns_and_survives_a_rest
         keys
     };
     assert_eq!(rules(&from_dump), rules(&live), "the dump means the same rules");
-    fs::remove_file(&credentials).ok();
     drop(agent);
 }
 
@@ -506,7 +521,6 @@ fn errors_carry_ec2s_codes_through_the_cli_and_change_nothing() {
     // After all that, the document is as it was: same file, same generation.
     assert!(fs::read(&file).unwrap() == before, "the policy file changed");
     assert_eq!(agent.status()["generation"], generation);
-    fs::remove_file(&credentials).ok();
 }
 
 #[test]
@@ -526,7 +540,6 @@ fn boto3_session_answers_in_ec2s_shapes_and_survives_malformed_requests() {
         agent.log_text()
     );
     assert!(stdout.contains("boto3 session: ok"), "{stdout}");
-    fs::remove_file(&credentials).ok();
 }
 
 #[test]
@@ -536,8 +549,8 @@ fn run_refuses_to_serve_the_api_with_unsafe_credentials_or_an_aws_document() {
     }
     let node = Netns::new("api-refuse");
     let bpffs = Bpffs::new();
-    let dir = PathBuf::from(format!("/run/{}", unique("api-refuse")));
-    fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch(PathBuf::from(format!("/run/{}", unique("api-refuse"))));
+    fs::create_dir_all(&*dir).unwrap();
     let native = dir.join("policy.json");
     fs::write(&native, r#"{ "security_groups": [] }"#).unwrap();
     let aws = dir.join("aws.json");
@@ -579,7 +592,6 @@ fn run_refuses_to_serve_the_api_with_unsafe_credentials_or_an_aws_document() {
     assert!(stderr.contains("must be one") && stderr.contains("import-aws"), "{stderr}");
     // Nothing was touched: no pinned state.
     assert!(!pins.exists(), "pinned state was created");
-    fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -611,5 +623,4 @@ fn an_api_change_after_an_apply_builds_on_the_live_document() {
     let applied = written.group("sg-applied").expect("the applied group is in the file");
     assert_eq!(applied.ingress.len(), 1);
     assert!(written.group("sg-web").is_none(), "the file holds the live document, not the one apply replaced");
-    fs::remove_file(&credentials).ok();
 }

@@ -32,6 +32,7 @@ use tokio::{
 
 use crate::{
     agent::Agent,
+    api::{self, ApiOptions, LocalBackend, LocalCall},
     compile,
     conntrack::gc::Collector,
     control::{self, Request, Response},
@@ -75,6 +76,8 @@ pub struct RunOptions {
     pub flow_window: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The EC2 API (SPEC §9), if served.
+    pub api: Option<ApiOptions>,
 }
 
 /// Why `run` stopped with an error.
@@ -107,6 +110,9 @@ pub enum RunError {
     /// Signal handlers could not be installed; nothing was touched.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The EC2 API cannot be served (document, credentials, address); nothing was touched.
+    #[error(transparent)]
+    Api(#[from] api::SetupError),
     /// The kernel side failed (loading, pinning, attaching, applying).
     #[error(transparent)]
     Datapath(#[from] DatapathError),
@@ -118,6 +124,7 @@ impl RunError {
         match self {
             RunError::Invalid { .. } => 2,
             RunError::Read { source, .. } => source.exit_code(),
+            RunError::Api(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -150,6 +157,9 @@ enum Job {
     Reload,
     /// Interfaces appeared or vanished (as read from netlink at that instant).
     Links(Vec<LinkEvent>, std::time::Instant),
+    /// An EC2 API call: read the live document, or commit a changed one (live and written back
+    /// to the policy file when it answers).
+    Api(LocalCall),
     /// Wakes the agent thread to see that the daemon is stopping.
     Stop,
 }
@@ -164,6 +174,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         invalid,
     })?;
     log_warnings(&doc.warnings, &opts.policy, &opts.instances);
+    let api_credentials = opts
+        .api
+        .as_ref()
+        .map(|options| api::check(options, &opts.policy, &inputs.document, !opts.instances.is_empty()))
+        .transpose()?;
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
     }
@@ -174,6 +189,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let listener =
         control::bind(&opts.socket).await.map_err(|source| RunError::Socket { path: opts.socket.clone(), source })?;
     let socket = SocketFile::new(&opts.socket);
+    let api = match (&opts.api, api_credentials) {
+        (Some(options), Some(credentials)) => Some(api::bind(options, credentials).await?),
+        _ => None,
+    };
     let metrics_listener = match opts.metrics {
         Some(addr) => {
             Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?)
@@ -254,6 +273,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
+    if let Some(prepared) = api {
+        let (backend, calls) = LocalBackend::new();
+        tokio::spawn(forward_api_calls(calls, jobs.clone()));
+        api::start(prepared, backend);
+    }
     // This document's generation is live (applied, or adopted because it compiles to the pinned
     // one) and the agent thread takes requests: only now is the node protected as configured.
     notify::ready(generation);
@@ -355,6 +379,15 @@ async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
     }
 }
 
+/// Hands the EC2 API's calls to the agent thread, in order.
+async fn forward_api_calls(mut calls: mpsc::Receiver<LocalCall>, jobs: mpsc::Sender<Job>) {
+    while let Some(call) = calls.recv().await {
+        if jobs.send(Job::Api(call)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The agent thread: one job at a time, until the job channel closes or a teardown succeeds.
 fn agent_loop(
     mut agent: Agent,
@@ -407,6 +440,10 @@ fn run_job(
                     agent.generation
                 ),
             }
+            false
+        }
+        Job::Api(call) => {
+            call.run(agent, policy);
             false
         }
         Job::Reload => {

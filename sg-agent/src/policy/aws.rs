@@ -373,7 +373,7 @@ fn read_permissions(p: &mut Problems, path: &str, value: &Json, references: &mut
             }
         }
         for (description, peers) in by_description {
-            rules.push(Rule { protocol, ports, peers, description });
+            rules.push(Rule { protocol, ports, peers, description, id: None });
         }
     }
     rules
@@ -409,7 +409,10 @@ fn read_rule_listing(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
         let Some(fields) = p.object(&path, item, RULE_KEYS) else { continue };
         let before = p.list.len();
         let group = native::required_id(p, &path, fields, "GroupId");
-        native::optional_text(p, &path, fields, "SecurityGroupRuleId");
+        // EC2's own rule id is kept when it is one (`sgr-` and 17 hex digits): the API and
+        // `describe-security-group-rules` then name the rule as EC2 did.
+        let rule_id =
+            native::optional_text(p, &path, fields, "SecurityGroupRuleId").filter(|id| super::rule_id::is_valid(id));
         let description = native::optional_text(p, &path, fields, "Description");
         let egress = match field(fields, "IsEgress") {
             None => {
@@ -474,7 +477,8 @@ fn read_rule_listing(p: &mut Problems, aws: &Json) -> Vec<ReadGroup> {
             if !matches!(peer, Peer::Cidr(_)) {
                 g.references.push(Reference { peer: peer.clone(), path: ppath, protocol });
             }
-            let rule = Rule { protocol, ports, peers: vec![peer], description: description.clone() };
+            let rule =
+                Rule { protocol, ports, peers: vec![peer], description: description.clone(), id: rule_id.clone() };
             if egress { g.group.egress.push(rule) } else { g.group.ingress.push(rule) }
         }
     }

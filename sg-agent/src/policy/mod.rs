@@ -11,10 +11,11 @@ pub mod aws_instances;
 pub mod export;
 pub mod json;
 pub mod native;
+pub mod rule_id;
 #[cfg(test)]
 mod tests;
 
-use std::{fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use ipnet::IpNet;
 pub use json::{Problem, Source};
@@ -199,6 +200,7 @@ impl SecurityGroup {
                 ports: Ports::All,
                 peers: vec![Peer::Group(DEFAULT_GROUP.to_owned())],
                 description: None,
+                id: None,
             }],
             egress: Rule::allow_all_outbound(),
         }
@@ -212,6 +214,10 @@ pub struct Rule {
     /// At least one. A rule with several peers is several rules (SPEC §2).
     pub peers: Vec<Peer>,
     pub description: Option<String>,
+    /// EC2's security group rule id (`sgr-` and 17 hex digits), kept so that an id the EC2 API
+    /// handed out survives restarts; only on a rule with exactly one peer, as EC2 has one rule
+    /// per peer. A rule without one is known by [`rule_id::derived`].
+    pub id: Option<String>,
 }
 
 impl Rule {
@@ -222,6 +228,7 @@ impl Rule {
             ports: Ports::All,
             peers: vec![Peer::Cidr(IpNet::V4(Default::default())), Peer::Cidr(IpNet::V6(Default::default()))],
             description: None,
+            id: None,
         }]
     }
 }
@@ -363,6 +370,55 @@ pub struct PrefixList {
     pub id: String,
     pub name: Option<String>,
     pub cidrs: Vec<IpNet>,
+    /// What EC2 keeps about a managed prefix list beyond its entries.
+    pub meta: PrefixListMeta,
+}
+
+/// A prefix list's description and EC2's managed-prefix-list attributes: kept and written back,
+/// never needed for enforcement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrefixListMeta {
+    pub description: Option<String>,
+    /// The most entries the list may hold (`max_entries`).
+    pub max_entries: Option<u32>,
+    /// All entries of one family, as in EC2 (`address_family`); `None`: either.
+    pub address_family: Option<AddressFamily>,
+    /// EC2's version number, raised by every change of entries (`version`; 1 when absent).
+    pub version: Option<u64>,
+    /// Descriptions of entries, by CIDR.
+    pub entry_descriptions: BTreeMap<IpNet, String>,
+}
+
+/// EC2's `AddressFamily` of a managed prefix list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl AddressFamily {
+    /// As EC2 spells it: `IPv4`, `IPv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressFamily::Ipv4 => "IPv4",
+            AddressFamily::Ipv6 => "IPv6",
+        }
+    }
+
+    pub fn from_name(text: &str) -> Option<AddressFamily> {
+        match text {
+            "IPv4" => Some(AddressFamily::Ipv4),
+            "IPv6" => Some(AddressFamily::Ipv6),
+            _ => None,
+        }
+    }
+
+    pub fn of(net: &IpNet) -> AddressFamily {
+        match net {
+            IpNet::V4(_) => AddressFamily::Ipv4,
+            IpNet::V6(_) => AddressFamily::Ipv6,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

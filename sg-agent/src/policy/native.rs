@@ -9,10 +9,10 @@ use std::{collections::HashMap, fmt, net::IpAddr};
 use ipnet::IpNet;
 
 use super::{
-    ConntrackTimeouts, DEFAULT_GROUP, Document, Instance, Invalid, NodeService, Peer, Ports, PrefixList, Protocol,
-    Role, Rule, SecurityGroup, address,
+    AddressFamily, ConntrackTimeouts, DEFAULT_GROUP, Document, Instance, Invalid, NodeService, Peer, Ports, PrefixList,
+    PrefixListMeta, Protocol, Role, Rule, SecurityGroup, address,
     json::{At, Json, Key, Problems, field, index, join},
-    limits,
+    limits, rule_id,
 };
 
 /// A group or prefix-list reference in a rule, with what is needed to check it.
@@ -165,7 +165,8 @@ fn read_rules(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<R
     items.iter().enumerate().filter_map(|(i, item)| read_rule(p, &At(path, i), item, references)).collect()
 }
 
-const RULE_KEYS: &[&str] = &["protocol", "from_port", "to_port", "cidrs", "groups", "prefix_lists", "description"];
+const RULE_KEYS: &[&str] =
+    &["protocol", "from_port", "to_port", "cidrs", "groups", "prefix_lists", "description", "id"];
 
 fn read_rule(
     p: &mut Problems,
@@ -226,13 +227,33 @@ fn read_rule(
     if peers.is_empty() && p.list.len() == before {
         p.add(path, "no peer: give at least one of cidrs, groups, prefix_lists");
     }
+    let id = field(fields, "id").and_then(|v| {
+        let ipath = Key(path, "id");
+        let id = p.string(&ipath, v)?;
+        if !rule_id::is_valid(id) {
+            p.add(&ipath, format!("{id:?} is not a security group rule id (sgr- and 17 hex digits, like EC2's)"));
+            return None;
+        }
+        if peers.len() != 1 {
+            // EC2 has one rule per peer: an id names exactly one.
+            p.add(
+                &ipath,
+                format!(
+                    "a rule with an id has exactly one peer (EC2 has one rule per peer); this one has {}",
+                    peers.len()
+                ),
+            );
+            return None;
+        }
+        Some(id.to_owned())
+    });
     if peers.len() > limits::PEERS_PER_RULE {
         p.add(path, format!("{} peers, more than the limit of {}", peers.len(), limits::PEERS_PER_RULE));
     }
     if p.list.len() != before {
         return None;
     }
-    Some(Rule { protocol: protocol?, ports: ports?, peers, description })
+    Some(Rule { protocol: protocol?, ports: ports?, peers, description, id })
 }
 
 /// `"tcp"`, `"udp"`, `"icmp"`, `"icmpv6"`, `"all"`, `"-1"`, or 0-255 as a number or string.
@@ -357,12 +378,30 @@ pub fn read_prefix_lists(p: &mut Problems, path: &str, value: &Json) -> Vec<Read
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index(path, i);
-        let Some(fields) = p.object(&path, item, &["id", "name", "description", "cidrs"]) else {
+        let Some(fields) =
+            p.object(&path, item, &["id", "name", "description", "cidrs", "max_entries", "address_family", "version"])
+        else {
             continue;
         };
         let id = required_id(p, &path, fields, "id");
         let name = optional_text(p, &path, fields, "name");
-        optional_text(p, &path, fields, "description");
+        let mut meta =
+            PrefixListMeta { description: optional_text(p, &path, fields, "description"), ..Default::default() };
+        meta.max_entries = field(fields, "max_entries").and_then(|v| {
+            let what = format!("a number of entries (1-{})", limits::CIDRS_PER_PREFIX_LIST);
+            p.integer(&Key(&path, "max_entries"), v, 1, limits::CIDRS_PER_PREFIX_LIST as i64, &what).map(|n| n as u32)
+        });
+        meta.address_family = field(fields, "address_family").and_then(|v| {
+            let fpath = Key(&path, "address_family");
+            let text = p.string(&fpath, v)?;
+            let family = AddressFamily::from_name(text);
+            if family.is_none() {
+                p.add(&fpath, format!("{text:?} is not an address family (IPv4 or IPv6)"));
+            }
+            family
+        });
+        meta.version = field(fields, "version")
+            .and_then(|v| p.integer(&Key(&path, "version"), v, 1, i64::MAX, "a version (1 or more)").map(|n| n as u64));
         let mut cidrs = Vec::new();
         match field(fields, "cidrs") {
             None => p.add(&join(&path, "cidrs"), "missing (a list of CIDRs)"),
@@ -371,15 +410,43 @@ pub fn read_prefix_lists(p: &mut Problems, path: &str, value: &Json) -> Vec<Read
                 if let Some(items) = p.array(&cpath, v, limits::CIDRS_PER_PREFIX_LIST) {
                     for (j, c) in items.iter().enumerate() {
                         let ipath = At(&cpath, j);
-                        if let Some(net) = p.string(&ipath, c).and_then(|s| read_cidr(p, &ipath, s)) {
-                            cidrs.push(net);
+                        // A CIDR, or {"cidr": ..., "description": ...} (an EC2 entry).
+                        let (text, description) = match c {
+                            Json::Object(_) => {
+                                let Some(entry) = p.object(&ipath, c, &["cidr", "description"]) else { continue };
+                                let description = optional_text(p, &ipath, entry, "description");
+                                match field(entry, "cidr") {
+                                    None => {
+                                        p.add(&Key(&ipath, "cidr"), "missing (a CIDR)");
+                                        continue;
+                                    }
+                                    Some(v) => (p.string(&Key(&ipath, "cidr"), v), description),
+                                }
+                            }
+                            other => (p.string(&ipath, other), None),
+                        };
+                        let Some(net) = text.and_then(|s| read_cidr(p, &ipath, s)) else { continue };
+                        if let Some(family) = meta.address_family
+                            && AddressFamily::of(&net) != family
+                        {
+                            p.add(&ipath, format!("{net} is not {}, the list's address_family", family.name()));
+                            continue;
                         }
+                        if let Some(d) = description {
+                            meta.entry_descriptions.insert(net, d);
+                        }
+                        cidrs.push(net);
                     }
                 }
             }
         }
+        if let Some(max) = meta.max_entries
+            && cidrs.len() > max as usize
+        {
+            p.add(&join(&path, "cidrs"), format!("{} entries, more than max_entries {max}", cidrs.len()));
+        }
         if let Some(id) = id {
-            out.push(ReadPrefixList { list: PrefixList { id, name, cidrs }, path });
+            out.push(ReadPrefixList { list: PrefixList { id, name, cidrs, meta }, path });
         }
     }
     out
@@ -600,6 +667,22 @@ pub fn assemble(mut p: Problems, parts: Parts) -> Result<Document, Invalid> {
             let f = member_families.entry(g.clone()).or_default();
             f.0 |= i.instance.addresses.iter().any(IpAddr::is_ipv4);
             f.1 |= i.instance.addresses.iter().any(IpAddr::is_ipv6);
+        }
+    }
+    // A rule id names one rule in the whole document, as in EC2.
+    let mut rule_ids: HashMap<&str, String> = HashMap::new();
+    for g in &groups {
+        for (key, rules) in [(g.rule_keys[0], &g.group.ingress), (g.rule_keys[1], &g.group.egress)] {
+            for (i, rule) in rules.iter().enumerate() {
+                let Some(id) = &rule.id else { continue };
+                let path = join(&index(&join(&g.path, key), i), "id");
+                match rule_ids.get(id.as_str()) {
+                    Some(first) => p.add(&path, format!("duplicate rule id {id:?} (also {first})")),
+                    None => {
+                        rule_ids.insert(id, path);
+                    }
+                }
+            }
         }
     }
     for g in &groups {
@@ -844,6 +927,8 @@ mod out {
         prefix_lists: Vec<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         description: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
     }
 
     impl<'a> Rule<'a> {
@@ -861,6 +946,7 @@ mod out {
                 groups: Vec::new(),
                 prefix_lists: Vec::new(),
                 description: r.description.as_deref(),
+                id: r.id.as_deref(),
             };
             for peer in &r.peers {
                 match peer {
@@ -878,12 +964,44 @@ mod out {
         id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
-        cidrs: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address_family: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_entries: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        cidrs: Vec<Entry<'a>>,
+    }
+
+    /// A CIDR, or a CIDR with its description.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Entry<'a> {
+        Cidr(String),
+        Described { cidr: String, description: &'a str },
     }
 
     impl<'a> PrefixList<'a> {
         pub fn of(l: &'a super::PrefixList) -> Self {
-            PrefixList { id: &l.id, name: l.name.as_deref(), cidrs: l.cidrs.iter().map(ToString::to_string).collect() }
+            let cidrs = l
+                .cidrs
+                .iter()
+                .map(|c| match l.meta.entry_descriptions.get(c) {
+                    Some(description) => Entry::Described { cidr: c.to_string(), description },
+                    None => Entry::Cidr(c.to_string()),
+                })
+                .collect();
+            PrefixList {
+                id: &l.id,
+                name: l.name.as_deref(),
+                description: l.meta.description.as_deref(),
+                address_family: l.meta.address_family.map(super::super::AddressFamily::name),
+                max_entries: l.meta.max_entries,
+                version: l.meta.version,
+                cidrs,
+            }
         }
     }
 

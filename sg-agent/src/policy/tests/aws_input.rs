@@ -43,30 +43,35 @@ fn aws_example_loads_with_its_instances() {
         group.ingress,
         vec![
             Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(443, 443),
                 peers: vec![cidr("0.0.0.0/0")],
                 description: Some("https".to_owned())
             },
             Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(443, 443),
                 peers: vec![cidr("::/0")],
                 description: None
             },
             Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(22, 22),
                 peers: vec![Peer::PrefixList("pl-1234abc1234abc123".to_owned())],
                 description: Some("admin".to_owned())
             },
             Rule {
+                id: None,
                 protocol: Protocol::Icmp,
                 ports: Ports::Icmp { ty: Some(3), code: Some(4) },
                 peers: vec![cidr("10.0.0.0/16")],
                 description: None
             },
             Rule {
+                id: None,
                 protocol: Protocol::All,
                 ports: Ports::All,
                 peers: vec![Peer::Group(sg.to_owned())],
@@ -77,6 +82,7 @@ fn aws_example_loads_with_its_instances() {
     assert_eq!(
         group.egress,
         vec![Rule {
+            id: None,
             protocol: Protocol::All,
             ports: Ports::All,
             peers: vec![cidr("0.0.0.0/0"), cidr("::/0")],
@@ -384,7 +390,8 @@ fn aws_icmp_with_an_ipv6_range_is_a_warning_and_matches_nothing() {
             protocol: Protocol::Icmpv6,
             ports: Ports::Icmp { ty: None, code: None },
             peers: vec![cidr("fd00::/8")],
-            description: None
+            description: None,
+            id: None,
         }]
     );
     assert_problems(
@@ -487,6 +494,7 @@ fn aws_per_peer_descriptions_become_separate_rules() {
         "UserIdGroupPairs": [ { "GroupId": "sg-1", "Description": "b" }, { "GroupId": "sg-1" } ]
     } ]));
     let rule = |peers: Vec<Peer>, description: Option<&str>| Rule {
+        id: None,
         protocol: Protocol::Tcp,
         ports: Ports::Range(5432, 5432),
         peers,
@@ -535,7 +543,12 @@ fn aws_conversion_is_lossless_for_every_rule_shape() {
     let groups = convert(text).unwrap();
     assert_eq!(groups.len(), 3);
     assert_eq!(groups[0].ingress.len(), 9, "{:#?}", groups[0].ingress);
-    let lists = vec![PrefixList { id: "pl-1".to_owned(), name: None, cidrs: vec![net("203.0.113.0/24")] }];
+    let lists = vec![PrefixList {
+        meta: Default::default(),
+        id: "pl-1".to_owned(),
+        name: None,
+        cidrs: vec![net("203.0.113.0/24")],
+    }];
     let written = write(&groups, &lists, &[]);
     let back = native::parse_document(&written.to_string()).unwrap_or_else(|e| panic!("{e}\n{written:#}"));
     assert_eq!(back.security_groups, groups, "the AWS `default` group replaces the built-in one");

@@ -10,6 +10,7 @@ fn absent_egress_allows_all_outbound() {
     assert_eq!(
         group.egress,
         vec![Rule {
+            id: None,
             protocol: Protocol::All,
             ports: Ports::All,
             peers: vec![cidr("0.0.0.0/0"), cidr("::/0")],
@@ -40,6 +41,7 @@ fn explicit_egress_replaces_the_default() {
     assert_eq!(
         doc.group("sg-a").unwrap().egress,
         vec![Rule {
+            id: None,
             protocol: Protocol::Tcp,
             ports: Ports::Range(443, 443),
             peers: vec![cidr("0.0.0.0/0")],
@@ -56,6 +58,7 @@ fn default_group_exists_when_not_defined() {
     assert_eq!(
         default.ingress,
         vec![Rule {
+            id: None,
             protocol: Protocol::All,
             ports: Ports::All,
             peers: vec![Peer::Group(DEFAULT_GROUP.to_owned())],
@@ -93,6 +96,7 @@ fn default_group_defined_in_the_document_is_used() {
             name: None,
             description: Some("locked down".to_owned()),
             ingress: vec![Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(22, 22),
                 peers: vec![cidr("198.51.100.0/24")],
@@ -227,6 +231,7 @@ fn bare_addresses_in_prefix_lists_are_host_routes() {
     assert_eq!(
         doc.prefix_lists,
         vec![PrefixList {
+            meta: Default::default(),
             id: "pl-a".to_owned(),
             name: Some("office".to_owned()),
             cidrs: vec![net("198.51.100.1/32"), net("2001:db8::/48")]
@@ -303,6 +308,7 @@ fn rule_peers_and_description_are_kept_in_order() {
     assert_eq!(
         doc.group("sg-a").unwrap().ingress,
         vec![Rule {
+            id: None,
             protocol: Protocol::Tcp,
             ports: Ports::Range(22, 22),
             peers: vec![

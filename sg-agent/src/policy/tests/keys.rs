@@ -26,7 +26,7 @@ fn unknown_key_in_rule() {
     assert_rule_rejected(
         json!({ "protocol": "tcp", "port": 22, "cidrs": ["0.0.0.0/0"] }),
         "port",
-        "unknown key (expected one of: protocol, from_port, to_port, cidrs, groups, prefix_lists, description)",
+        "unknown key (expected one of: protocol, from_port, to_port, cidrs, groups, prefix_lists, description, id)",
     );
 }
 
@@ -44,7 +44,7 @@ fn unknown_key_in_prefix_list() {
     assert_rejected(
         r#"{ "prefix_lists": [ { "id": "pl-a", "cidrs": [], "entries": [] } ] }"#,
         "prefix_lists[0].entries",
-        "unknown key (expected one of: id, name, description, cidrs)",
+        "unknown key (expected one of: id, name, description, cidrs, max_entries, address_family, version)",
     );
 }
 

@@ -19,6 +19,7 @@ mod aws_fidelity;
 mod aws_input;
 mod defaults;
 mod duplicates;
+mod ec2_ids;
 mod examples;
 mod instances;
 mod keys;

@@ -27,6 +27,10 @@ struct Args {
     /// Skip the end-to-end veth runs (minutes).
     #[arg(long)]
     no_e2e: bool,
+    /// Run only these parts (kernel, apply, conntrack, e2e), print them, and write nothing:
+    /// for working on one figure.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,13 +61,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let kernel = kernel::run(&mut dp, &baseline, &rule_counts, rounds, &log);
+    let part = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let kernel = if part("kernel") { kernel::run(&mut dp, &baseline, &rule_counts, rounds, &log) } else { Vec::new() };
     drop(baseline);
-    let apply = apply::run(&mut dp, 10_000, rounds, &log);
-    let conntrack = Some(conntrack::run(&mut dp, if args.quick { 20_000 } else { 250_000 }, rounds.min(3), &log));
+    let apply = if part("apply") { apply::run(&mut dp, 10_000, rounds, &log) } else { Vec::new() };
+    let conntrack = part("conntrack")
+        .then(|| conntrack::run(&mut dp, if args.quick { 20_000 } else { 250_000 }, rounds.min(3), &log));
     drop(dp);
     drop(bpffs);
-    let e2e = if args.no_e2e {
+    let e2e = if args.no_e2e || !part("e2e") {
         Vec::new()
     } else {
         let duration = Duration::from_millis(if args.quick { 300 } else { 1000 });
@@ -90,6 +96,27 @@ fn main() -> std::process::ExitCode {
         e2e,
         targets,
     };
+    if !args.only.is_empty() {
+        for k in &results.kernel {
+            println!(
+                "{:<32} v{} {:>6} rules {:<8} {:>8.1} ns (min {:.1}, max {:.1})",
+                k.variant,
+                k.family,
+                k.rules,
+                k.method,
+                k.ns_per_packet.median,
+                k.ns_per_packet.min,
+                k.ns_per_packet.max
+            );
+        }
+        for a in &results.apply {
+            println!("{:<56} {:>8.1} ms (min {:.1}, max {:.1})", a.what, a.ms.median, a.ms.min, a.ms.max);
+        }
+        for t in &results.targets {
+            println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     let bench_dir = args.out.join("bench");
     let docs_dir = args.out.join("docs");
     let _ = std::fs::create_dir_all(&bench_dir);

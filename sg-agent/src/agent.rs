@@ -89,19 +89,21 @@ pub struct Agent {
     pub live: Option<Live>,
     /// Names for flow-log records, kept current with the live generation.
     pub names: SharedNames,
+    /// This node's name (`run --node`): instances of other nodes are remote members here.
+    pub node: Option<String>,
 }
 
 impl Agent {
     /// An agent on loaded programs; the generation is whatever the pinned state holds.
     pub fn new(enforcer: Enforcer) -> Result<Agent, DatapathError> {
         let generation = enforcer.maps.live()?.map_or(0, |l| l.generation);
-        Ok(Agent { enforcer, generation, applied_at: None, live: None, names: SharedNames::default() })
+        Ok(Agent { enforcer, generation, applied_at: None, live: None, names: SharedNames::default(), node: None })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
     pub fn apply(&mut self, document: &str, instances: Option<&str>) -> Result<ApplySummary, ApplyError> {
         let started = std::time::Instant::now();
-        let (doc, compiled) = compile::prepare(document, instances)?;
+        let (doc, compiled) = compile::prepare_for_node(document, instances, self.node.as_deref())?;
         let generation = self.generation + 1;
         self.enforcer.install(&compiled, generation)?;
         let previous = self.live.as_ref().map(|l| (&l.document, &l.compiled));
@@ -125,7 +127,7 @@ impl Agent {
     /// compiles to exactly it (same generation, no swap, tracked flows untouched); otherwise
     /// applies the document as the next generation.
     pub fn start(&mut self, document: &str, instances: Option<&str>) -> Result<u64, ApplyError> {
-        let (doc, compiled) = compile::prepare(document, instances)?;
+        let (doc, compiled) = compile::prepare_for_node(document, instances, self.node.as_deref())?;
         if let Some(generation) = self.enforcer.adopt(&compiled)? {
             log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
             self.generation = generation;

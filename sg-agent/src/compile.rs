@@ -132,7 +132,20 @@ pub struct Compiled {
 
 /// Reads, validates and compiles a document: everything an apply does before touching the kernel.
 pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Compiled), Invalid> {
-    let doc = crate::policy::load(document, instances)?;
+    prepare_for_node(document, instances, None)
+}
+
+/// [`prepare`] for the agent of node `node`: instances of other nodes are remote members
+/// ([`Document::for_node`]). Without a node, every instance with an interface is local.
+pub fn prepare_for_node(
+    document: &str,
+    instances: Option<&str>,
+    node: Option<&str>,
+) -> Result<(Document, Compiled), Invalid> {
+    let mut doc = crate::policy::load(document, instances)?;
+    if let Some(node) = node {
+        doc = doc.for_node(node);
+    }
     let compiled = compile(&doc)?;
     Ok((doc, compiled))
 }

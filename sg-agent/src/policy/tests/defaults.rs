@@ -150,6 +150,7 @@ fn instance_defaults() {
             security_groups: vec![DEFAULT_GROUP.to_owned()],
             source_dest_check: true,
             audit: false,
+            node: None,
         }
     );
 }
@@ -167,6 +168,7 @@ fn instance_fields_as_given() {
             security_groups: vec!["sg-a".to_owned(), DEFAULT_GROUP.to_owned()],
             source_dest_check: false,
             audit: true,
+            node: None,
         }
     );
     assert_eq!(read_instance(json!({ "id": "i-1", "role": "workload" })).role, Role::Workload);

@@ -21,6 +21,7 @@ mod duplicates;
 mod examples;
 mod instances;
 mod keys;
+mod nodes;
 mod peers;
 mod ports;
 mod protocols;

@@ -28,3 +28,4 @@ pub mod interfaces;
 pub mod metrics;
 pub mod policy;
 pub mod status;
+pub mod store;

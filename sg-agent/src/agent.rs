@@ -236,6 +236,7 @@ impl Agent {
             policy: self.live.as_ref().map(|l| PolicyCounts::of(&l.document, &l.compiled)),
             gc: None,
             programs: self.enforcer.program_infos(),
+            store: None,
         }
     }
 }

@@ -39,6 +39,11 @@ use crate::{
     metrics,
     policy::Invalid,
     status::{self, SharedView},
+    store::{
+        StoreError, StoreOptions,
+        follow::{Follower, Outcome, Proposal, StoreHealth},
+        nodes,
+    },
 };
 
 /// Control-socket clients served at once; more are answered "busy" and closed. Generous, so
@@ -60,8 +65,13 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// `sg-agent run` options.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The policy file (not read in fleet mode).
     pub policy: PathBuf,
     pub instances: Option<PathBuf>,
+    /// Fleet mode: documents come from this store instead of `policy` (SPEC §8).
+    pub fleet: Option<FleetOptions>,
+    /// This node's name: instances of other nodes are remote members here.
+    pub node: Option<String>,
     pub pins: PinLayout,
     pub socket: PathBuf,
     pub load: LoadOptions,
@@ -71,6 +81,14 @@ pub struct RunOptions {
     pub flow_window: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// Fleet mode's options.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub store: StoreOptions,
+    /// Seconds the node's record lease lives without keepalives.
+    pub lease_ttl: i64,
 }
 
 /// Why `run` stopped with an error.
@@ -106,6 +124,9 @@ pub enum RunError {
     /// The kernel side failed (loading, pinning, attaching, applying).
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// Fleet mode: the store options cannot be used (files, URL); nothing was touched.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl RunError {
@@ -114,6 +135,7 @@ impl RunError {
         match self {
             RunError::Invalid { .. } => 2,
             RunError::Read { source, .. } => source.exit_code(),
+            RunError::Store(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -139,14 +161,26 @@ enum Job {
     Reload,
     /// Interfaces appeared or vanished.
     Links(Vec<LinkEvent>),
+    /// Fleet mode: a document from the store.
+    Store(Proposal),
 }
 
 /// Runs the agent until SIGTERM/SIGINT or a teardown request.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    // Preconditions, none of which touches the kernel.
-    let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
-    compile::prepare(&inputs.document, inputs.instances.as_deref())
-        .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+    // Preconditions, none of which touches the kernel. In fleet mode the document comes later,
+    // from the store; its options (certificate files) are checked now.
+    let inputs = match &opts.fleet {
+        None => {
+            let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
+            compile::prepare_for_node(&inputs.document, inputs.instances.as_deref(), opts.node.as_deref())
+                .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+            Some(inputs)
+        }
+        Some(fleet) => {
+            fleet.store.connect_options()?;
+            None
+        }
+    };
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
     }
@@ -186,10 +220,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     enforcer.write_settings(&opts.settings)?;
     let mut agent = Agent::new(enforcer)?;
-    agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
-        crate::agent::ApplyError::Invalid(invalid) => RunError::Invalid { file: opts.policy.clone(), invalid },
-        crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
-    })?;
+    agent.node = opts.node.clone();
+    if let Some(inputs) = &inputs {
+        agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
+            crate::agent::ApplyError::Invalid(invalid) => RunError::Invalid { file: opts.policy.clone(), invalid },
+            crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
+        })?;
+    }
 
     let flows = agent.enforcer.flow_maps.take().and_then(|(ring, config)| {
         let counters = Maps::from_pins(&opts.pins).ok();
@@ -214,7 +251,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             None
         }
     };
-    log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display());
+    match &opts.fleet {
+        None => log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display()),
+        Some(fleet) => log::info!(
+            "node {}: following {} (prefix {}); generation {} stays in force until the store's document is live; \
+             control socket {}",
+            opts.node.as_deref().unwrap_or_default(),
+            fleet.store.url(),
+            fleet.store.layout.prefix(),
+            agent.generation,
+            opts.socket.display()
+        ),
+    }
 
     let (jobs, job_rx) = mpsc::channel::<Job>(64);
     let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -230,6 +278,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
+    let resync = Arc::new(Notify::new());
+    if let (Some(fleet), Some(node)) = (&opts.fleet, &opts.node) {
+        follow_store(fleet, node, jobs.clone(), resync.clone(), view.clone());
+    }
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let uploads = Arc::new(Semaphore::new(MAX_UPLOADS));
     let stop = Arc::new(Notify::new());
@@ -239,6 +291,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = sigint.recv() => break false,
             _ = stop.notified() => break true,
             _ = sighup.recv() => {
+                if opts.fleet.is_some() {
+                    log::info!("SIGHUP: reading a fresh snapshot of the store");
+                    resync.notify_one();
+                    continue;
+                }
                 log::info!("SIGHUP: re-reading {}", opts.policy.display());
                 if jobs.try_send(Job::Reload).is_err() {
                     log::warn!("SIGHUP ignored: the agent is busy with {} queued jobs", jobs.max_capacity());
@@ -303,6 +360,34 @@ impl Drop for SocketFile {
     }
 }
 
+/// Fleet mode: the store's follower (documents for the agent thread), the node's record in
+/// the store, and the follower's health where status and metrics read it.
+fn follow_store(fleet: &FleetOptions, node: &str, jobs: mpsc::Sender<Job>, resync: Arc<Notify>, view: SharedView) {
+    // One document at a time: the follower waits for each outcome, and what the store does
+    // meanwhile becomes the next document.
+    let (proposals, mut proposed) = mpsc::channel::<Proposal>(1);
+    let (records, published) = tokio::sync::watch::channel(None);
+    let sink = Box::new(move |health: &StoreHealth| {
+        if let Ok(mut shared) = view.write() {
+            shared.store = Some(health.clone());
+        }
+    });
+    let follower = Follower::new(fleet.store.clone(), node.to_owned(), proposals, resync, sink, records);
+    tokio::spawn(follower.run());
+    tokio::spawn(nodes::publish(fleet.store.clone(), node.to_owned(), fleet.lease_ttl, published));
+    // A weak sender: the agent thread's job queue closes when the daemon stops, whatever the
+    // follower is doing.
+    let jobs = jobs.downgrade();
+    tokio::spawn(async move {
+        while let Some(proposal) = proposed.recv().await {
+            let Some(jobs) = jobs.upgrade() else { return };
+            if jobs.send(Job::Store(proposal)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Forwards interface changes to the agent thread, starting with a full re-read (anything
 /// that changed between the first install and now).
 async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
@@ -334,9 +419,13 @@ fn agent_loop(
     view: SharedView,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()));
+        let store = view.read().ok().and_then(|v| v.store.clone());
+        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()), store);
         if let Ok(mut shared) = view.write() {
+            // The store's health is the follower's to keep current.
+            let store = shared.store.take();
             *shared = agent.view();
+            shared.store = store;
         }
         if stop {
             return;
@@ -350,6 +439,7 @@ fn run_job(
     job: Job,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
     (policy, instances): (&Path, Option<&Path>),
+    store: Option<StoreHealth>,
 ) -> bool {
     match job {
         Job::Links(events) => {
@@ -378,9 +468,23 @@ fn run_job(
             false
         }
         Job::Control { request, reply } => {
-            let (response, stop) = handle(agent, request, gc);
+            let (response, stop) = handle(agent, request, gc, store);
             let _ = reply.send((response, stop));
             stop
+        }
+        Job::Store(proposal) => {
+            // The first document adopts what a previous agent left pinned if it compiles to it.
+            let result = match agent.live {
+                None => agent.start(&proposal.document, None),
+                Some(_) => agent.apply(&proposal.document, None).map(|summary| summary.generation),
+            };
+            let outcome = match result {
+                Ok(generation) => Outcome::Live { generation },
+                Err(crate::agent::ApplyError::Invalid(invalid)) => Outcome::Invalid(invalid),
+                Err(crate::agent::ApplyError::Runtime(e)) => Outcome::Failed(e.to_string()),
+            };
+            let _ = proposal.reply.send(outcome);
+            false
         }
     }
 }
@@ -390,6 +494,7 @@ fn handle(
     agent: &mut Agent,
     request: Request,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
+    store: Option<StoreHealth>,
 ) -> (Response, bool) {
     let response = match request {
         Request::Rules => Response::of(&agent.rule_hits()),
@@ -397,6 +502,7 @@ fn handle(
         Request::Status => {
             let mut view = agent.view();
             view.gc = gc.and_then(|g| g.lock().ok().map(|s| s.clone()));
+            view.store = store;
             match status::collect(&agent.enforcer.maps, agent.enforcer.pins(), Some(&view)) {
                 Ok(s) => Response::of(&s),
                 Err(e) => Response::error(1, e.to_string()),

@@ -12,6 +12,7 @@ use tokio::{
 use crate::{
     datapath::{Maps, PinLayout},
     status::{AgentView, SharedView},
+    store::follow::{Connection, StoreHealth},
 };
 
 /// The metrics text.
@@ -70,7 +71,48 @@ pub fn render(maps: &Maps, view: &AgentView) -> String {
     ] {
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
+    if let Some(store) = &view.store {
+        render_store(&mut m, store);
+    }
     m
+}
+
+/// Fleet mode: the store connection, the revisions followed and applied, the content's validity.
+fn render_store(m: &mut String, h: &StoreHealth) {
+    let now = crate::clock::unix_seconds(std::time::SystemTime::now());
+    let connected = u64::from(h.connection == Connection::Connected);
+    for (name, kind, help, value) in [
+        ("sg_agent_store_connected", "gauge", "Whether the store (etcd) answers.", connected),
+        (
+            "sg_agent_store_connection_state_seconds",
+            "gauge",
+            "Seconds since the store connection took its state (connected or not).",
+            now.saturating_sub(h.since),
+        ),
+        ("sg_agent_store_revision", "gauge", "The store revision followed.", u64::try_from(h.revision).unwrap_or(0)),
+        (
+            "sg_agent_store_applied_revision",
+            "gauge",
+            "The store revision the generation in force was built from.",
+            u64::try_from(h.applied_revision).unwrap_or(0),
+        ),
+        (
+            "sg_agent_store_content_valid",
+            "gauge",
+            "Whether the store's content is a valid document.",
+            u64::from(h.content_valid),
+        ),
+        ("sg_agent_store_snapshots_total", "counter", "Snapshots read from the store.", h.snapshots),
+        ("sg_agent_store_watch_restarts_total", "counter", "Watches re-created after they broke.", h.watch_restarts),
+        (
+            "sg_agent_store_compactions_total",
+            "counter",
+            "Watches cancelled because the history they needed was compacted.",
+            h.compactions,
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
 }
 
 /// Serves `GET /metrics` until the process ends.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::layout::{KeyRole, Kind, Layout};
 use crate::policy::{
     Invalid, Problem,
-    json::{Json, field},
+    json::{Json, Problems, field},
     native,
 };
 
@@ -148,25 +148,40 @@ impl Content {
     }
 
     /// The objects of a native document's text, each in compact JSON, as `fleet apply` writes
-    /// them. The document must have passed validation (so every object has a string `id`).
+    /// them. Only the document's shape is checked here (sections, ids, duplicates); the objects
+    /// are validated with the store's content they join.
     pub fn of_document(text: &str) -> Result<Content, Invalid> {
         let json = native::parse_json(text)?;
         let mut content = Content::default();
-        let Json::Object(sections) = &json else {
-            return Err(Invalid::one("", format!("expected an object, found {}", json.kind())));
-        };
-        for (section, items) in sections {
-            let (Some(kind), Json::Array(items)) = (Kind::of_section(section), items) else { continue };
+        let mut p = Problems::default();
+        let sections: Vec<&str> = Kind::DOCUMENT.iter().map(|k| k.section()).collect();
+        let Some(top) = p.object("", &json, &sections) else { return Err(Invalid { problems: p.list }) };
+        for (section, items) in top {
+            let Some(kind) = Kind::of_section(section) else { continue };
+            let Some(items) = p.array(section, items, usize::MAX) else { continue };
             for (i, item) in items.iter().enumerate() {
-                let Some(Json::String(id)) = object_fields(item).and_then(|f| field(f, "id")) else {
-                    return Err(Invalid::one(&format!("{section}[{i}].id"), "missing"));
+                let path = format!("{section}[{i}]");
+                let id = match object_fields(item).map(|f| field(f, "id")) {
+                    None => {
+                        p.add(&path, format!("expected an object, found {}", item.kind()));
+                        continue;
+                    }
+                    Some(Some(Json::String(id))) if !id.is_empty() => id,
+                    Some(_) => {
+                        p.add(&format!("{path}.id"), "missing (every object needs a string id: its key in the store)");
+                        continue;
+                    }
                 };
+                if content.get(kind, id).is_some() {
+                    p.add(&format!("{path}.id"), format!("duplicate {kind} id {id:?}"));
+                    continue;
+                }
                 let mut text = String::new();
                 write_json(&mut text, item);
                 content.put(kind, id, text);
             }
         }
-        Ok(content)
+        if p.is_empty() { Ok(content) } else { Err(Invalid { problems: p.list }) }
     }
 
     /// The native document these objects make. Problems of single objects (and unknown keys)
@@ -195,7 +210,7 @@ impl Content {
         let mut text = String::with_capacity(bytes + 64);
         let mut names = Names::default();
         text.push('{');
-        for (n, kind) in Kind::ALL.into_iter().enumerate() {
+        for (n, kind) in Kind::DOCUMENT.into_iter().enumerate() {
             if n > 0 {
                 text.push(',');
             }

@@ -26,6 +26,8 @@ pub enum Kind {
 impl Kind {
     /// In the order a writer adds them (what is referenced before what references it).
     pub const ALL: [Kind; 3] = [Kind::PrefixList, Kind::Group, Kind::Instance];
+    /// In the order of the native document's sections.
+    pub const DOCUMENT: [Kind; 3] = [Kind::Group, Kind::PrefixList, Kind::Instance];
 
     /// The key directory under the prefix.
     pub fn dir(self) -> &'static str {

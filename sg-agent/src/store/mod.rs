@@ -66,9 +66,10 @@ pub enum StoreError {
     /// A call to etcd failed; the text says what was being done and what to check.
     #[error("{what}: {detail}")]
     Call { what: String, detail: String, class: ErrorClass },
-    /// The store's content is not a valid document (every problem, named by its key).
-    #[error("{0}")]
-    Invalid(crate::policy::Invalid),
+    /// A document (the store's content, or what a write would make it) is invalid: every
+    /// problem, named by its key.
+    #[error("{context}:\n{invalid}")]
+    Invalid { context: String, invalid: crate::policy::Invalid },
     /// Another writer changed the store while `fleet apply` wrote (see the message for what
     /// was written).
     #[error("{0}")]
@@ -82,7 +83,7 @@ impl StoreError {
     /// SPEC §5: 2 for invalid input, 1 for a runtime failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StoreError::Usage(_) | StoreError::Invalid(_) | StoreError::TooLarge(_) => 2,
+            StoreError::Usage(_) | StoreError::Invalid { .. } | StoreError::TooLarge(_) => 2,
             StoreError::File { .. } | StoreError::Call { .. } | StoreError::Conflict(_) => 1,
         }
     }
@@ -145,11 +146,11 @@ pub fn classify(e: &etcd_client::Error) -> ErrorClass {
 /// only as a closed connection (TLS 1.3 reports them after the handshake), so with TLS such a
 /// failure names the likely cause; etcd's own log says which it was.
 pub fn describe(e: &etcd_client::Error, tls: bool) -> String {
-    let mut text = match e {
-        etcd_client::Error::GRpcStatus(s) => s.message().to_owned(),
-        other => other.to_string(),
+    let (mut text, mut source) = match e {
+        etcd_client::Error::GRpcStatus(s) => (s.message().to_owned(), std::error::Error::source(s)),
+        etcd_client::Error::TransportError(t) => (t.to_string(), std::error::Error::source(t)),
+        other => (other.to_string(), std::error::Error::source(other)),
     };
-    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let more = s.to_string();
         if !text.contains(&more) {
@@ -173,7 +174,9 @@ pub fn describe(e: &etcd_client::Error, tls: bool) -> String {
              client certificate (--store-cert/--store-key: signed by a CA the server trusts?); etcd's log names \
              the reason",
         )
-    } else if !tls && lower.contains("connection reset") {
+    } else if !tls
+        && (lower.contains("connection reset") || lower.contains("connection closed") || lower.contains("broken pipe"))
+    {
         Some("the server may require TLS: give --store-ca (and --store-cert/--store-key)")
     } else if lower.contains("permission denied") {
         Some("the etcd user lacks a permission on this key range (see the role layout in the README)")

@@ -116,18 +116,25 @@ pub fn plan(layout: &Layout, current: &Content, target: &Content, limits: Limits
         }
         puts.push((kind, id, object.text.as_str()));
     }
-    order_groups(&mut puts);
-    let mut ops: Vec<Op> = puts
-        .into_iter()
-        .map(|(kind, id, text)| Op { key: layout.object_key(kind, id), value: Some(text.to_owned()) })
-        .collect();
-    // Deletions: instances, then groups, then prefix lists; then keys that are no objects.
-    for kind in Kind::ALL.into_iter().rev() {
-        for (k, id, _) in current.objects().filter(|(k, id, _)| *k == kind && target.get(*k, id).is_none()) {
-            ops.push(Op { key: layout.object_key(k, id), value: None });
-            plan.deleted += 1;
-        }
-    }
+    let deletions = |kind: Kind| -> Vec<Op> {
+        current
+            .objects()
+            .filter(|(k, id, _)| *k == kind && target.get(*k, id).is_none())
+            .map(|(k, id, _)| Op { key: layout.object_key(k, id), value: None })
+            .collect()
+    };
+    let put =
+        |(kind, id, text): (Kind, &str, &str)| Op { key: layout.object_key(kind, id), value: Some(text.to_owned()) };
+    // Nothing references an instance: deleting one first only frees its addresses and
+    // interface for others. Then what is referenced before what references it; groups and
+    // prefix lists go once nothing references them any more.
+    let mut ops = deletions(Kind::Instance);
+    ops.extend(puts.iter().filter(|(k, _, _)| *k == Kind::PrefixList).copied().map(put));
+    ops.extend(order_groups(&puts).into_iter().map(put));
+    ops.extend(order_instances(current, &puts).into_iter().map(put));
+    ops.extend(deletions(Kind::Group));
+    ops.extend(deletions(Kind::PrefixList));
+    plan.deleted = ops.iter().filter(|op| op.value.is_none()).count();
     for key in current.unknown_keys().filter(|k| !target.unknown_keys().any(|t| t == *k)) {
         ops.push(Op { key: key.to_owned(), value: None });
         plan.deleted += 1;
@@ -196,46 +203,89 @@ pub fn plan(layout: &Layout, current: &Content, target: &Content, limits: Limits
     Ok(plan)
 }
 
-/// Puts a group after the groups it references that are also being put (depth first; a
-/// cycle keeps its order, and the planner merges what must go together).
-fn order_groups(puts: &mut Vec<(Kind, &str, &str)>) {
-    let groups: Vec<(&str, &str)> =
-        puts.iter().filter(|(k, _, _)| *k == Kind::Group).map(|(_, id, text)| (*id, *text)).collect();
-    if groups.len() < 2 {
-        return;
-    }
-    let ids: BTreeSet<&str> = groups.iter().map(|(id, _)| *id).collect();
-    let mut placed: Vec<&str> = Vec::new();
-    let mut visiting: BTreeSet<&str> = BTreeSet::new();
+/// Ids in an order where each comes after the ids it depends on (depth first; a cycle keeps
+/// its order, and the planner merges into one transaction what must go together).
+fn depth_first<'a>(items: &[(&'a str, Vec<&'a str>)]) -> Vec<&'a str> {
     fn visit<'a>(
         id: &'a str,
-        groups: &[(&'a str, &'a str)],
-        ids: &BTreeSet<&'a str>,
+        items: &[(&'a str, Vec<&'a str>)],
         placed: &mut Vec<&'a str>,
         visiting: &mut BTreeSet<&'a str>,
     ) {
-        if placed.contains(&id) || !visiting.insert(id) {
+        if !visiting.insert(id) {
             return;
         }
-        if let Some((_, text)) = groups.iter().find(|(g, _)| *g == id) {
-            for reference in group_references(text) {
-                if let Some(r) = ids.get(reference.as_str()) {
-                    visit(r, groups, ids, placed, visiting);
-                }
+        if let Some((_, deps)) = items.iter().find(|(i, _)| *i == id) {
+            for dep in deps {
+                visit(dep, items, placed, visiting);
             }
         }
         placed.push(id);
     }
-    for (id, _) in &groups {
-        visit(id, &groups, &ids, &mut placed, &mut visiting);
+    let mut placed = Vec::new();
+    let mut visiting = BTreeSet::new();
+    for (id, _) in items {
+        visit(id, items, &mut placed, &mut visiting);
     }
-    let mut ordered: Vec<(Kind, &str, &str)> =
-        puts.iter().filter(|(k, _, _)| *k == Kind::PrefixList).copied().collect();
-    for id in placed {
-        ordered.extend(puts.iter().filter(|(k, g, _)| *k == Kind::Group && *g == id).copied());
+    placed
+}
+
+/// The groups being put, each after the groups it references that are being put too.
+fn order_groups<'a>(puts: &[(Kind, &'a str, &'a str)]) -> Vec<(Kind, &'a str, &'a str)> {
+    let groups: Vec<(Kind, &str, &str)> = puts.iter().filter(|(k, _, _)| *k == Kind::Group).copied().collect();
+    let ids: BTreeSet<&str> = groups.iter().map(|(_, id, _)| *id).collect();
+    let deps: Vec<(&str, Vec<&str>)> = groups
+        .iter()
+        .map(|(_, id, text)| {
+            let refs = group_references(text);
+            (*id, ids.iter().copied().filter(|g| refs.iter().any(|r| r == g)).collect())
+        })
+        .collect();
+    depth_first(&deps).into_iter().filter_map(|id| groups.iter().find(|(_, g, _)| *g == id).copied()).collect()
+}
+
+/// The instances being put, each after the instances being put that give up an address it
+/// takes (an address moving from one instance to another).
+fn order_instances<'a>(current: &Content, puts: &[(Kind, &'a str, &'a str)]) -> Vec<(Kind, &'a str, &'a str)> {
+    let instances: Vec<(Kind, &str, &str)> = puts.iter().filter(|(k, _, _)| *k == Kind::Instance).copied().collect();
+    let changing: BTreeSet<&str> = instances.iter().map(|(_, id, _)| *id).collect();
+    let mut owner: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for (kind, id, object) in current.objects() {
+        if kind == Kind::Instance
+            && let Some(id) = changing.get(id)
+        {
+            for address in string_list(&object.text, "addresses") {
+                owner.insert(address, id);
+            }
+        }
     }
-    ordered.extend(puts.iter().filter(|(k, _, _)| *k == Kind::Instance).copied());
-    *puts = ordered;
+    let deps: Vec<(&str, Vec<&str>)> = instances
+        .iter()
+        .map(|(_, id, text)| {
+            let from: Vec<&str> = string_list(text, "addresses")
+                .iter()
+                .filter_map(|a| owner.get(a).copied())
+                .filter(|o| o != id)
+                .collect();
+            (*id, from)
+        })
+        .collect();
+    depth_first(&deps).into_iter().filter_map(|id| instances.iter().find(|(_, i, _)| *i == id).copied()).collect()
+}
+
+/// The strings of an object's list field.
+fn string_list(text: &str, key: &str) -> Vec<String> {
+    let Ok(Json::Object(fields)) = native::parse_json(text) else { return Vec::new() };
+    match field(&fields, key) {
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(|item| match item {
+                Json::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The groups a group's rules reference.
@@ -464,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn deletions_come_last_and_in_reverse_order() {
+    fn instances_go_first_groups_and_prefix_lists_last() {
         let l = layout();
         let current = Content::of_document(
             r#"{"security_groups":[{"id":"sg-a"}],"prefix_lists":[{"id":"pl","cidrs":["10.0.0.0/8"]}],
@@ -479,13 +529,31 @@ mod tests {
         assert_eq!(
             keys,
             [
-                ("/sg/v1/instances/y", true),
                 ("/sg/v1/instances/x", false),
+                ("/sg/v1/instances/y", true),
                 ("/sg/v1/groups/sg-a", false),
                 ("/sg/v1/prefix_lists/pl", false)
             ]
         );
         assert_eq!((plan.added, plan.changed, plan.deleted), (1, 0, 3));
+        for state in apply_all(&l, current, &plan) {
+            state.validate(&l).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_address_handed_down_a_chain_moves_one_instance_at_a_time() {
+        let l = layout();
+        let doc = |shift: usize, n: usize| {
+            let items: Vec<String> =
+                (0..n).map(|i| format!(r#"{{"id":"i-{i}","addresses":["10.0.0.{}"]}}"#, i + shift + 1)).collect();
+            format!(r#"{{"instances":[{}]}}"#, items.join(","))
+        };
+        // Each instance takes its neighbour's address; the last one's is freed by a deletion.
+        let current = Content::of_document(&doc(0, 20)).unwrap();
+        let target = Content::of_document(&doc(1, 19)).unwrap();
+        let plan = plan(&l, &current, &target, Limits { ops: 2, bytes: 1 << 20 }).unwrap();
+        assert_eq!(plan.transactions.len(), 20, "one write per transaction: {plan:?}");
         for state in apply_all(&l, current, &plan) {
             state.validate(&l).unwrap();
         }

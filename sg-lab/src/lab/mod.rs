@@ -13,8 +13,9 @@
 )]
 
 pub mod agent;
+pub mod fleet;
 pub mod netns;
 pub mod topology;
 pub mod traffic;
 
-pub use self::{agent::*, netns::*, topology::*, traffic::*};
+pub use self::{agent::*, fleet::*, netns::*, topology::*, traffic::*};

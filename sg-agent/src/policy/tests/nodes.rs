@@ -79,23 +79,6 @@ fn a_node_enforces_its_own_instances_and_those_that_name_no_node() {
 }
 
 #[test]
-fn remote_members_still_count_for_group_references() {
-    let (doc, compiled) = crate::compile::prepare_for_node(FLEET, None, Some("n1")).expect("valid");
-    assert_eq!(compiled.ifaces.iter().map(|i| i.interface.as_str()).collect::<Vec<_>>(), ["veth-db", "veth-old"]);
-    let (_, everyone) = crate::compile::prepare(FLEET, None).expect("valid");
-    assert_eq!(everyone.ifaces.len(), 3);
-    // db's rule on n1 admits sg-app's members: app (enforced on n2) and ext (on no node).
-    let peers: Vec<[u8; 4]> = compiled
-        .peers
-        .iter()
-        .filter(|p| p.key.family == 4 && p.prefix_len == 104)
-        .map(|p| [p.key.addr[0], p.key.addr[1], p.key.addr[2], p.key.addr[3]])
-        .collect();
-    assert!(peers.contains(&[10, 0, 2, 10]) && peers.contains(&[10, 0, 4, 10]), "{peers:?}");
-    assert_eq!(doc.instances.len(), 4);
-}
-
-#[test]
 fn node_survives_import_and_export() {
     let doc = load_ok(FLEET);
     let text = native::write_document(&doc.security_groups, &doc.prefix_lists, &doc.instances);

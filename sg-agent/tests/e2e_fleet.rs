@@ -8,11 +8,10 @@ mod support;
 
 use std::{
     path::Path,
-    process::Output,
     time::{Duration, Instant},
 };
 
-use sg_lab::etcd::{self, Etcd, Options, TempDir};
+use sg_lab::etcd::{self, Etcd, Options};
 use support::*;
 
 const FLEET_POLICY: &str = r#"{
@@ -25,34 +24,6 @@ const FLEET_POLICY: &str = r#"{
     { "id": "app", "node": "n2", "interface": "veth-app", "addresses": ["10.0.2.10", "fd00:2::10"], "security_groups": ["sg-app"] },
     { "id": "other", "node": "n3", "interface": "veth-other", "addresses": ["10.0.3.10", "fd00:3::10"], "security_groups": ["sg-other"] }
   ] }"#;
-
-/// `sg-agent fleet ARGS --store URL` run in `ns` (where the store is reachable).
-fn fleet_cli(ns: &Netns, url: &str, args: &[&str]) -> Output {
-    let mut full = vec![agent_binary_path(), "fleet"];
-    full.extend_from_slice(args);
-    full.extend_from_slice(&["--store", url]);
-    ns.exec(&full)
-}
-
-#[track_caller]
-fn fleet_ok(ns: &Netns, url: &str, args: &[&str]) -> String {
-    let out = fleet_cli(ns, url, args);
-    assert!(
-        out.status.success(),
-        "sg-agent fleet {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Writes `document` (objects to put) with `fleet apply`; returns the store revision after it.
-fn apply(ns: &Netns, url: &str, dir: &TempDir, document: &str) -> i64 {
-    let path = dir.path.join(format!("doc-{}.json", unique("f")));
-    std::fs::write(&path, document).unwrap();
-    let out = fleet_ok(ns, url, &["apply", path.to_str().unwrap()]);
-    out.split_whitespace().nth(1).and_then(|r| r.trim_end_matches(':').parse().ok()).unwrap_or_else(|| panic!("{out}"))
-}
 
 fn both(host: &Host) -> [std::net::IpAddr; 2] {
     [v4(host), v6(host)]
@@ -86,12 +57,11 @@ fn three_agents_one_store_group_references_across_nodes() {
     fleet.add("n3", "veth-other", 3, 10);
     let etcd = Etcd::cluster(1, Options::in_netns(&fleet.fabric, STORE_IP));
     let url = etcd.url();
-    let dir = TempDir::new("docs");
     let binary = Path::new(agent_binary_path());
     let start =
         |name: &str| Agent::start_fleet(binary, &fleet.node(name).node, &url, name, &["--store-lease-ttl", "2"]);
     let (n1, n2, n3) = (start("n1"), start("n2"), start("n3"));
-    let revision = apply(&fleet.fabric, &url, &dir, FLEET_POLICY);
+    let revision = fleet_apply(&fleet.fabric, &url, FLEET_POLICY, &[]);
     all_at(&[&n1, &n2, &n3], revision);
 
     // Each agent enforces its own instance and no other.
@@ -117,14 +87,14 @@ fn three_agents_one_store_group_references_across_nodes() {
     // A membership change of n3's instance opens db on n1 to it.
     let joined =
         FLEET_POLICY.replace(r#""security_groups": ["sg-other"]"#, r#""security_groups": ["sg-other", "sg-app"]"#);
-    let revision = apply(&fleet.fabric, &url, &dir, &joined);
+    let revision = fleet_apply(&fleet.fabric, &url, &joined, &[]);
     all_at(&[&n1, &n2, &n3], revision);
     for addr in both(db) {
         eventually(&format!("other joined sg-app: admitted at {addr}"), || tcp_ok(&other.ns, addr, 5432));
     }
     // n2's instance leaves sg-app: new connections close, the tracked one keeps working.
     let left = joined.replace(r#""security_groups": ["sg-app"]"#, r#""security_groups": ["sg-other"]"#);
-    let revision = apply(&fleet.fabric, &url, &dir, &left);
+    let revision = fleet_apply(&fleet.fabric, &url, &left, &[]);
     all_at(&[&n1, &n2, &n3], revision);
     for addr in both(db) {
         eventually(&format!("app left sg-app: refused at {addr}"), || !tcp_ok(&app.ns, addr, 5432));

@@ -81,6 +81,23 @@ impl Content {
         self.objects.keys().filter(|(k, _)| *k == kind).count()
     }
 
+    /// A fingerprint of the objects (FNV-1a over each key and value in key order): equal
+    /// fingerprints mean the same objects with the same values. Agents report the one of the
+    /// objects they enforce, so that convergence can be checked exactly.
+    pub fn digest(&self, layout: &Layout) -> String {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes.iter().chain(std::iter::once(&0u8)) {
+                hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for ((kind, id), object) in &self.objects {
+            feed(layout.object_key(*kind, id).as_bytes());
+            feed(object.text.as_bytes());
+        }
+        format!("{hash:016x}")
+    }
+
     /// Whether the two hold the same objects with the same values (revisions aside).
     pub fn same_values(&self, other: &Content) -> bool {
         self.unknown.keys().eq(other.unknown.keys())

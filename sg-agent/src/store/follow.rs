@@ -97,6 +97,9 @@ pub struct StoreHealth {
     pub applied_revision: i64,
     /// The generation built from the store, once there is one.
     pub generation: Option<u64>,
+    /// The fingerprint of the store objects that generation was built from
+    /// ([`Content::digest`]).
+    pub applied_digest: Option<String>,
     /// Whether the store's content (as of `revision`) is a valid document.
     pub content_valid: bool,
     /// Its problems, named by key (the first few).
@@ -124,6 +127,7 @@ impl StoreHealth {
             revision: 0,
             applied_revision: 0,
             generation: None,
+            applied_digest: None,
             content_valid: true,
             problems: Vec::new(),
             invalid_since: None,
@@ -450,6 +454,7 @@ impl Follower {
                 self.retry_at = None;
                 self.health.generation = Some(generation);
                 self.health.applied_revision = revision;
+                self.health.applied_digest = Some(self.content.digest(&self.options.layout));
                 if !self.health.content_valid {
                     log::info!("the store's content is valid again at revision {revision}");
                 }

@@ -175,9 +175,12 @@ pub fn describe(e: &etcd_client::Error, tls: bool) -> String {
              the reason",
         )
     } else if !tls
+        && lower.starts_with("transport error")
         && (lower.contains("connection reset") || lower.contains("connection closed") || lower.contains("broken pipe"))
     {
-        Some("the server may require TLS: give --store-ca (and --store-cert/--store-key)")
+        // A TLS server hangs up on a plaintext client before answering anything (a server that
+        // dies mid-stream shows up as an h2 protocol error instead).
+        Some("the server closed the connection at once: if it uses TLS, give --store-ca (and --store-cert/--store-key)")
     } else if lower.contains("permission denied") {
         Some("the etcd user lacks a permission on this key range (see the role layout in the README)")
     } else if lower.contains("authentication failed") || lower.contains("user name is empty") {
@@ -283,7 +286,7 @@ pub async fn read_range(
 ) -> Result<(i64, Vec<Kv>), StoreError> {
     use etcd_client::GetOptions;
     let end = layout::prefix_end(root.as_bytes());
-    let mut kv_client = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let kv_client = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
     let mut out = Vec::new();
     let mut at = revision.unwrap_or(0);
     let mut from = root.as_bytes().to_vec();
@@ -295,10 +298,12 @@ pub async fn read_range(
         if keys_only {
             options = options.with_keys_only();
         }
-        let response = kv_client
-            .get(from.clone(), Some(options))
-            .await
-            .map_err(|e| StoreError::call(format!("reading {root}"), &e, tls))?;
+        let response = retry_unreachable(|| {
+            let (mut kv, key, options) = (kv_client.clone(), from.clone(), options.clone());
+            async move { kv.get(key, Some(options)).await }
+        })
+        .await
+        .map_err(|e| StoreError::call(format!("reading {root}"), &e, tls))?;
         if at == 0 {
             // The first page's revision pins the rest (the header of a read at an older
             // revision carries the current one, so only the first page's is taken).
@@ -321,6 +326,28 @@ pub async fn read_range(
         }
     }
     Ok((at, out))
+}
+
+/// Attempts at a call that fails before reaching any member.
+const UNREACHABLE_ATTEMPTS: usize = 4;
+
+/// Runs `call` again when it never reached a member (`Unreachable`: safe to repeat, writes
+/// included). With several members, the client keeps sending some requests to a member that is
+/// down; another attempt goes to another one.
+pub async fn retry_unreachable<T, F>(mut call: impl FnMut() -> F) -> Result<T, etcd_client::Error>
+where
+    F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if attempt < UNREACHABLE_ATTEMPTS && classify(&e) == ErrorClass::Unreachable => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A store's objects at one revision, with the writers' guard.

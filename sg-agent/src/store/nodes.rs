@@ -34,6 +34,9 @@ pub struct NodeState {
     pub generation: Option<u64>,
     /// The store revision the agent has read up to.
     pub seen_revision: i64,
+    /// The fingerprint of the objects the generation in force was built from.
+    #[serde(default)]
+    pub digest: Option<String>,
     /// When this record was written (RFC 3339, UTC) and the same in Unix seconds.
     pub time: String,
     pub unix_time: u64,
@@ -57,6 +60,7 @@ impl NodeState {
             revision: health.applied_revision,
             generation: health.generation,
             seen_revision: health.revision,
+            digest: health.applied_digest.clone(),
             time: clock::rfc3339(unix_time),
             unix_time,
             version: env!("CARGO_PKG_VERSION").to_owned(),

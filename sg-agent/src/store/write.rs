@@ -376,7 +376,11 @@ pub async fn execute(
             .collect();
         writes.push(TxnOp::put(guard_key.as_str(), serde_json::to_string(&guard).unwrap_or_default(), None));
         let txn = Txn::new().when(compares).and_then(writes);
-        let done = match client.txn(txn).await {
+        let attempt = || {
+            let (mut client, txn) = (client.clone(), txn.clone());
+            async move { client.txn(txn).await }
+        };
+        let done = match super::retry_unreachable(attempt).await {
             Ok(response) if response.succeeded() => response.header().map_or(0, |h| h.revision()),
             Ok(_) => {
                 return Err(StoreError::Conflict(format!(

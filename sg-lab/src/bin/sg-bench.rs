@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 use sg_agent::datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice};
 use sg_lab::{
-    bench::{self, apply, conntrack, e2e, kernel, report},
+    bench::{self, apply, conntrack, e2e, fleet, kernel, report},
     lab::Bpffs,
 };
 
@@ -27,6 +27,16 @@ struct Args {
     /// Skip the end-to-end veth runs (minutes).
     #[arg(long)]
     no_e2e: bool,
+    /// Skip fleet mode (etcd and three agents).
+    #[arg(long, conflicts_with = "fleet_only")]
+    no_fleet: bool,
+    /// Only fleet mode: print its figures and targets and write bench/fleet.json; the full
+    /// report (docs/benchmarks.md) is left as it is.
+    #[arg(long)]
+    fleet_only: bool,
+    /// Fleet mode: changes committed for commit → live.
+    #[arg(long, default_value_t = 200)]
+    fleet_changes: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +45,9 @@ fn main() -> std::process::ExitCode {
     let rounds = if args.quick { 2 } else { args.rounds };
     let rule_counts = [10usize, 100, 1_000, 10_000];
 
+    if args.fleet_only {
+        return fleet_only(&args, rounds, &log);
+    }
     if bench::OBJECT.is_empty() {
         eprintln!(
             "bench: sg-bench was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild"
@@ -69,7 +82,13 @@ fn main() -> std::process::ExitCode {
         let duration = Duration::from_millis(if args.quick { 300 } else { 1000 });
         e2e::run(&args.agent, &[10, 1_000, 10_000], if args.quick { 1 } else { rounds.min(3) }, duration, &log)
     };
-    let targets = report::targets(&kernel, &apply, conntrack.as_ref(), &e2e);
+    let fleet = if args.no_fleet || !etcd_installed(&log) {
+        None
+    } else {
+        Some(fleet::run(&args.agent, fleet_changes(&args), rounds.min(3), &log))
+    };
+    let mut targets = report::targets(&kernel, &apply, conntrack.as_ref(), &e2e);
+    targets.extend(fleet.iter().flat_map(fleet::targets));
     let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
     let date = std::process::Command::new("date")
         .arg("-u")
@@ -88,6 +107,7 @@ fn main() -> std::process::ExitCode {
         apply,
         conntrack,
         e2e,
+        fleet,
         targets,
     };
     let bench_dir = args.out.join("bench");
@@ -106,6 +126,40 @@ fn main() -> std::process::ExitCode {
         eprintln!("bench: plot: {e}");
     }
     for t in &results.targets {
+        println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// Changes for commit → live: at least 200 in a full run, 50 in a quick one.
+fn fleet_changes(args: &Args) -> usize {
+    if args.quick { args.fleet_changes.min(50) } else { args.fleet_changes.max(200) }
+}
+
+fn etcd_installed(log: &dyn Fn(&str)) -> bool {
+    let there =
+        std::path::Path::new(sg_lab::etcd::ETCD).exists() && std::path::Path::new(sg_lab::etcd::ETCDCTL).exists();
+    if !there {
+        log("fleet mode skipped: etcd is not installed (scripts/setup-toolchain.sh installs it)");
+    }
+    there
+}
+
+/// `--fleet-only`: the fleet figures alone, printed and written to bench/fleet.json.
+fn fleet_only(args: &Args, rounds: usize, log: &dyn Fn(&str)) -> std::process::ExitCode {
+    if !etcd_installed(log) {
+        return std::process::ExitCode::FAILURE;
+    }
+    let result = fleet::run(&args.agent, fleet_changes(args), rounds.min(3), log);
+    let bench_dir = args.out.join("bench");
+    let _ = std::fs::create_dir_all(&bench_dir);
+    if let Err(e) =
+        std::fs::write(bench_dir.join("fleet.json"), serde_json::to_string_pretty(&result).unwrap_or_default())
+    {
+        eprintln!("bench: writing bench/fleet.json: {e}");
+    }
+    print!("{}", fleet::markdown(&result));
+    for t in fleet::targets(&result) {
         println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
     }
     std::process::ExitCode::SUCCESS

@@ -133,7 +133,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// From here on, SIGINT/SIGTERM only set a flag (so the lab's `Drop`s get to clean up). A
 /// handler, not a blocked mask: child processes (the agent) must still get their signals.
-fn catch_interrupts() {
+pub fn catch_interrupts() {
     // SAFETY: installs an async-signal-safe handler (one atomic store).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -141,7 +141,7 @@ fn catch_interrupts() {
     }
 }
 
-fn wait_for_interrupt() {
+pub fn wait_for_interrupt() {
     while !INTERRUPTED.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

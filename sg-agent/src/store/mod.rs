@@ -31,7 +31,7 @@ pub use self::layout::Layout;
 pub const DEFAULT_PREFIX: &str = "/sg/v1";
 
 /// How to reach the store: `--store` and the `--store-*` options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// `host:port` of every member.
     pub members: Vec<String>,
@@ -40,6 +40,18 @@ pub struct StoreOptions {
     /// An etcd user and its password. Without one (and with a client certificate), etcd takes
     /// the certificate's common name as the user.
     pub user: Option<(String, String)>,
+}
+
+/// Without the password: options end up in debug output.
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("members", &self.members)
+            .field("layout", &self.layout)
+            .field("tls", &self.tls)
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .finish()
+    }
 }
 
 /// `--store-ca`, `--store-cert`, `--store-key`.
@@ -395,5 +407,48 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = self.first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(StoreOptions::members_of("etcd://a:1,b:2/").ok(), Some(vec!["a:1".to_owned(), "b:2".to_owned()]));
+        for bad in ["http://a:1", "etcd://a", "etcd://:1", "etcd://a:0", "etcd://a:1,b", "etcd://a:x"] {
+            assert!(StoreOptions::members_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_has_no_password() {
+        let options = StoreOptions {
+            members: vec!["a:1".to_owned()],
+            layout: Layout::new(DEFAULT_PREFIX),
+            tls: None,
+            user: Some(("ops".to_owned(), "s3cret".to_owned())),
+        };
+        let text = format!("{options:?}");
+        assert!(text.contains("ops") && !text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn errors_say_what_to_check() {
+        let status = |code, message: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, message));
+        let e = status(tonic::Code::Unavailable, "invalid peer certificate: UnknownIssuer");
+        assert!(describe(&e, true).contains("not signed by the CA given with --store-ca"));
+        assert_eq!(classify(&e), ErrorClass::Unreachable);
+        let e = status(tonic::Code::Cancelled, "operation was canceled");
+        assert!(describe(&e, true).contains("does not accept the client certificate"));
+        assert!(!describe(&e, false).contains("certificate"));
+        let e = status(tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(classify(&e), ErrorClass::Compacted);
+        let e = status(tonic::Code::OutOfRange, "Error, decoded message length too large");
+        assert_eq!(classify(&e), ErrorClass::Refused);
+        let e = status(tonic::Code::PermissionDenied, "etcdserver: permission denied");
+        assert_eq!(classify(&e), ErrorClass::Denied);
+        assert!(describe(&e, false).contains("role layout"));
     }
 }

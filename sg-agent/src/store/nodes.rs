@@ -117,7 +117,7 @@ pub async fn publish(options: StoreOptions, node: String, ttl: i64, mut states: 
                     id
                 }
                 Err(e) => {
-                    log::debug!("node record: {}", StoreError::call("granting a lease", &e, tls));
+                    report(&StoreError::call("writing this node's record (lease and alive key)", &e, tls));
                     tokio::time::sleep(backoff.next_wait()).await;
                     continue;
                 }
@@ -150,7 +150,7 @@ pub async fn publish(options: StoreOptions, node: String, ttl: i64, mut states: 
                     let Some(state) = state else { continue };
                     let value = serde_json::to_string(&state).unwrap_or_default();
                     if let Err(e) = c.put(state_key.as_str(), value, None).await {
-                        log::debug!("node record: {}", StoreError::call("writing this node's state", &e, tls));
+                        report(&StoreError::call("writing this node's record (state)", &e, tls));
                         states.mark_changed();
                         break;
                     }
@@ -173,6 +173,16 @@ pub async fn publish(options: StoreOptions, node: String, ttl: i64, mut states: 
             }
         }
         tokio::time::sleep(backoff.next_wait()).await;
+    }
+}
+
+/// A failed write of the node's record. The follower reports the store's reachability; what
+/// only the record meets — a permission missing from this node's role — is a warning.
+fn report(e: &StoreError) {
+    if e.class() == Some(ErrorClass::Denied) {
+        log::warn!("{e}");
+    } else {
+        log::debug!("{e}");
     }
 }
 

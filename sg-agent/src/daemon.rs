@@ -502,12 +502,22 @@ fn handle(
         Request::Status => {
             let mut view = agent.view();
             view.gc = gc.and_then(|g| g.lock().ok().map(|s| s.clone()));
-            view.store = store;
+            view.store = store.clone();
             match status::collect(&agent.enforcer.maps, agent.enforcer.pins(), Some(&view)) {
                 Ok(s) => Response::of(&s),
                 Err(e) => Response::error(1, e.to_string()),
             }
         }
+        // In fleet mode the store is the one source of truth: a local document would be undone
+        // by the next change in the store, and differ from every other node's until then.
+        Request::Apply { .. } if let Some(store) = &store => Response::error(
+            1,
+            format!(
+                "this agent follows the store {} (prefix {}) as node {}: write documents there \
+                 (sg-agent fleet apply FILE --store ...)",
+                store.store, store.prefix, store.node
+            ),
+        ),
         Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
             Ok(summary) => Response::of(&summary),
             Err(e) => Response::error(e.exit_code(), e.to_string()),

@@ -74,6 +74,11 @@ fn three_agents_one_store_group_references_across_nodes() {
         assert_eq!(status["policy"]["local_instances"], 1);
     }
 
+    // The store is the one source of truth: a local apply is refused.
+    let out = n1.apply(FLEET_POLICY);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this agent follows the store"), "{out:?}");
+
     let (db, app, other) = (fleet.host("n1", "veth-db"), fleet.host("n2", "veth-app"), fleet.host("n3", "veth-other"));
     let _servers: Vec<TcpServer> = both(db).into_iter().map(|a| TcpServer::start(&db.ns, a, 5432)).collect();
     for addr in both(db) {

@@ -1,6 +1,7 @@
 //! A lab of network namespaces for tests, the demo (`cargo xtask run`) and the benchmarks:
-//! namespaces joined by veth pairs ([`topology`]), a private bpffs ([`netns`]), the agent as a
-//! child process ([`agent`]), and real TCP/UDP/ICMP traffic between namespaces ([`traffic`]).
+//! namespaces joined by veth pairs ([`topology`]), several nodes on one fabric for fleet mode
+//! ([`fleet`]), a private bpffs ([`netns`]), the agent as a child process ([`agent`]), and real
+//! TCP/UDP/ICMP traffic between namespaces ([`traffic`]).
 //!
 //! Everything created here is removed by `Drop`, so a failing (panicking) test cleans up too.
 //! All traffic stays inside the namespaces made here; nothing touches the root namespace's

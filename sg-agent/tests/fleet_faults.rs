@@ -254,6 +254,42 @@ fn a_stopped_agent_converges_after_deletes_and_compaction() {
     }
 }
 
+#[test]
+fn a_large_transaction_and_a_burst_each_become_one_generation() {
+    if !privileged() || !etcd::available() {
+        return;
+    }
+    let mut topo = Topology::new();
+    topo.add("veth-db", 1, 10);
+    topo.add("veth-app", 2, 10);
+    // An etcd that takes a 1,000-key transaction.
+    let options = Options::in_netns(&topo.node, "127.0.0.1").with_flags(&["--max-txn-ops", "2000"]);
+    let etcd = Etcd::cluster(1, options);
+    let url = etcd.url();
+    let lab = Lab { topo, etcd, url };
+    let agent = lab.agent(&[]);
+    lab.apply(&document(r#""sg-app""#, 0..3), &[]);
+    let before = lab.converged(&agent, Duration::from_secs(10))["generation"].as_u64().unwrap();
+
+    let out = lab.apply(&document(r#""sg-app""#, 0..1000), &["--max-txn-ops", "2000"]);
+    assert!(out > 0);
+    let status = lab.converged(&agent, Duration::from_secs(20));
+    assert_eq!(status["policy"]["instances"], 1002);
+    assert_eq!(status["generation"].as_u64(), Some(before + 1), "1,000 keys in one transaction: one generation");
+
+    // Thirty transactions while the agent cannot read: they are all there when it reads again.
+    agent.signal(libc::SIGSTOP);
+    for i in 0..30 {
+        let value =
+            format!(r#"{{"id":"m-{i}","node":"n9","addresses":["10.9.0.{}"],"security_groups":["sg-other"]}}"#, i + 1);
+        lab.etcd.put(&format!("/sg/v1/instances/m-{i}"), &value);
+    }
+    agent.signal(libc::SIGCONT);
+    let status = lab.converged(&agent, Duration::from_secs(20));
+    let generations = status["generation"].as_u64().unwrap() - (before + 1);
+    assert!(generations <= 2, "30 transactions became {generations} generations");
+}
+
 /// `GET /metrics` from the agent's metrics address inside `ns`.
 fn metrics(ns: &Netns, addr: &'static str) -> String {
     ns.run(move || {

@@ -110,6 +110,12 @@ fn render_store(m: &mut String, h: &StoreHealth) {
             "Watches cancelled because the history they needed was compacted.",
             h.compactions,
         ),
+        (
+            "sg_agent_store_last_error_timestamp_seconds",
+            "gauge",
+            "When the last call to the store failed (Unix seconds; 0: never). The error is in status and the log.",
+            h.last_error_at.unwrap_or(0),
+        ),
     ] {
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }

@@ -343,6 +343,7 @@ fn invalid_content_keeps_the_last_good_generation_and_is_reported() {
     let text = metrics(&lab.topo.node, "127.0.0.1:9101");
     assert!(text.contains("sg_agent_store_content_valid 0"), "{text}");
     assert!(text.contains("sg_agent_store_connected 1"), "{text}");
+    assert!(text.contains(&format!("sg_agent_store_applied_revision {}", good["store"]["applied_revision"])), "{text}");
     let report = lab.node_report();
     assert_eq!(report["standing"], "invalid", "{report:#}");
     assert!(report["detail"].as_str().unwrap().contains("/sg/v1/instances/bad"), "{report:#}");

@@ -20,9 +20,11 @@ if ! grep -q '^rust-src' <<<"$installed" || ! grep -q '^rustfmt' <<<"$installed"
     rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src --component rustfmt >&2
 fi
 
-# --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use.
+# --- Debian packages: LLVM 22 (for bpf-linker), bpftool, and the tools the traffic tests use
+# (dnsmasq-base and busybox: a DHCP server and client; prometheus: promtool checks the metrics).
 APT_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool
-              iproute2 iputils-ping netcat-openbsd nftables procps fonts-dejavu-core)
+              iproute2 iputils-ping netcat-openbsd nftables procps fonts-dejavu-core
+              dnsmasq-base busybox prometheus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -80,4 +82,27 @@ fi
 if ! mountpoint -q /sys/fs/bpf; then
     say "mounting bpffs on /sys/fs/bpf"
     mount -t bpf bpf /sys/fs/bpf
+fi
+
+# --- The AWS CLI and boto3: the EC2 API's tests drive the agent with them (sg-lab's
+# AwsTools::find looks for them the same way: `aws` on PATH, and a python3 or /usr/bin/python3
+# that imports boto3 and the CLI's package; else the venv below).
+AWS_VENV=/opt/sg-agent-tools/aws
+aws_tools_present() {
+    local py
+    command -v aws >/dev/null 2>&1 || return 1
+    for py in python3 /usr/bin/python3; do
+        "$py" -c 'import boto3, awscli.clidriver' >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+if ! aws_tools_present && ! "$AWS_VENV/bin/python3" -c 'import boto3, awscli.clidriver' >/dev/null 2>&1; then
+    say "installing the AWS CLI and boto3 into $AWS_VENV (pip)"
+    if ! python3 -m venv "$AWS_VENV" >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq python3-venv >&2
+        python3 -m venv "$AWS_VENV"
+    fi
+    "$AWS_VENV/bin/pip" install -q awscli boto3 >&2
 fi

@@ -45,11 +45,28 @@ pub struct ApplySummary {
     pub counts: PolicyCounts,
     /// Validate + compile + write + swap, in milliseconds.
     pub apply_ms: f64,
+    /// Where that time went.
+    #[serde(default)]
+    pub timings: ApplyTimings,
     pub changes: Changes,
     /// Interfaces of local instances that do not exist (yet): those instances are protected
     /// the moment their interface appears.
     #[serde(default)]
     pub waiting: Vec<String>,
+    /// What is valid but probably not meant (SPEC §2), each with its JSON path and file.
+    #[serde(default)]
+    pub warnings: Vec<crate::policy::Problem>,
+}
+
+/// The steps of an apply, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ApplyTimings {
+    /// Parse and validate the document.
+    pub validate_ms: f64,
+    /// Document → map entries.
+    pub compile_ms: f64,
+    /// Write the idle slot, flip, attach or detach interfaces.
+    pub install_ms: f64,
 }
 
 /// A rule and its hits, for `status --rules`.
@@ -91,42 +108,79 @@ pub struct Agent {
     pub names: SharedNames,
     /// This node's name (`run --node`): instances of other nodes are remote members here.
     pub node: Option<String>,
+    /// An apply's bookkeeping is still to do (`catch_up`).
+    behind: bool,
+    /// Durations of this agent's applies (for metrics).
+    pub apply_seconds: crate::status::ApplyHistogram,
 }
 
 impl Agent {
     /// An agent on loaded programs; the generation is whatever the pinned state holds.
     pub fn new(enforcer: Enforcer) -> Result<Agent, DatapathError> {
         let generation = enforcer.maps.live()?.map_or(0, |l| l.generation);
-        Ok(Agent { enforcer, generation, applied_at: None, live: None, names: SharedNames::default(), node: None })
+        Ok(Agent {
+            enforcer,
+            generation,
+            applied_at: None,
+            live: None,
+            names: SharedNames::default(),
+            apply_seconds: Default::default(),
+            behind: false,
+            node: None,
+        })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
-    pub fn apply(&mut self, document: &str, instances: Option<&str>) -> Result<ApplySummary, ApplyError> {
+    pub fn apply<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<ApplySummary, ApplyError> {
         let started = std::time::Instant::now();
-        let (doc, compiled) = compile::prepare_for_node(document, instances, self.node.as_deref())?;
+        let mut doc = crate::policy::load_all(document, instances)?;
+        if let Some(node) = &self.node {
+            doc = doc.for_node(node);
+        }
+        let validated = std::time::Instant::now();
+        let compiled = compile::compile(&doc)?;
+        let compiled_at = std::time::Instant::now();
         let generation = self.generation + 1;
         self.enforcer.install(&compiled, generation)?;
+        let ms = |from: std::time::Instant, to: std::time::Instant| (to - from).as_secs_f64() * 1000.0;
+        let timings = ApplyTimings {
+            validate_ms: ms(started, validated),
+            compile_ms: ms(validated, compiled_at),
+            install_ms: ms(compiled_at, std::time::Instant::now()),
+        };
         let previous = self.live.as_ref().map(|l| (&l.document, &l.compiled));
         let changes = changes::diff(previous, &doc, &compiled);
         let summary = ApplySummary {
             generation,
             counts: PolicyCounts::of(&doc, &compiled),
             apply_ms: started.elapsed().as_secs_f64() * 1000.0,
+            timings,
             changes,
             waiting: self.enforcer.waiting.iter().cloned().collect(),
+            warnings: doc.warnings.clone(),
         };
         log::info!("generation {generation} live: {} ({:.1} ms)", summary.counts, summary.apply_ms);
+        self.apply_seconds.observe(summary.apply_ms / 1000.0);
         self.generation = generation;
         self.applied_at = Some(SystemTime::now());
         self.live = Some(Live { document: doc, compiled });
-        self.after_change();
+        // The bookkeeping (counters of rules gone, flow-log names) waits until the client has
+        // its answer: see `catch_up`.
+        self.behind = true;
         Ok(summary)
+    }
+
+    /// Does the bookkeeping an apply left for after its answer, if any.
+    pub fn catch_up(&mut self) {
+        if std::mem::take(&mut self.behind) {
+            self.after_change();
+        }
     }
 
     /// At start-up: takes over the live generation a previous agent left if the document
     /// compiles to exactly it (same generation, no swap, tracked flows untouched); otherwise
     /// applies the document as the next generation.
-    pub fn start(&mut self, document: &str, instances: Option<&str>) -> Result<u64, ApplyError> {
+    pub fn start<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<u64, ApplyError> {
         let (doc, compiled) = compile::prepare_for_node(document, instances, self.node.as_deref())?;
         if let Some(generation) = self.enforcer.adopt(&compiled)? {
             log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
@@ -236,6 +290,7 @@ impl Agent {
             policy: self.live.as_ref().map(|l| PolicyCounts::of(&l.document, &l.compiled)),
             gc: None,
             programs: self.enforcer.program_infos(),
+            apply_seconds: self.apply_seconds.clone(),
             store: None,
         }
     }

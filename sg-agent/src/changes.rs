@@ -49,7 +49,7 @@ fn local(d: &Document) -> BTreeSet<String> {
 
 /// The differences between the previous document (if known) and the next.
 pub fn diff(previous: Option<(&Document, &Compiled)>, next: &Document, next_compiled: &Compiled) -> Changes {
-    let empty_doc = Document { security_groups: Vec::new(), prefix_lists: Vec::new(), instances: Vec::new() };
+    let empty_doc = Document::default();
     let empty_compiled = Compiled::default();
     let (prev_doc, prev_compiled) = previous.unwrap_or((&empty_doc, &empty_compiled));
     let group_ids = |d: &Document| d.security_groups.iter().map(|g| g.id.clone()).collect::<BTreeSet<_>>();

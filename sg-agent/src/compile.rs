@@ -21,8 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use ipnet::IpNet;
 use sg_common::{
     maps::{
-        IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, OwnAddrKey,
-        PeerKey, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, capacity, peer_key_bits, rule_key_bits,
+        IFACE_AUDIT, IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_NODE_SERVICES, IFACE_SOURCE_DEST_CHECK,
+        IfaceConfig, IfaceTimeouts, OwnAddrKey, PeerKey, RULE_KEY_FIXED_BITS, RULE_UNTRACKED, RuleKey, RuleMatch,
+        ServiceKey, capacity, peer_key_bits, rule_key_bits,
     },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     ports::range_prefixes,
@@ -126,23 +127,30 @@ pub struct Compiled {
     pub own_addrs: Vec<OwnAddrKey>,
     pub peers: Vec<PeerEntry>,
     pub rule_entries: Vec<RuleEntry>,
+    /// The node's service addresses (slot 0), in the slot so that a change swaps with the rest.
+    pub services: Vec<ServiceKey>,
     /// Number of distinct group sets (each has an ingress and an egress table).
     pub group_sets: usize,
 }
 
 /// Reads, validates and compiles a document: everything an apply does before touching the kernel.
 pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Compiled), Invalid> {
+    prepare_all(document, instances.as_slice())
+}
+
+/// [`prepare`] with any number of instances documents.
+pub fn prepare_all<S: AsRef<str>>(document: &str, instances: &[S]) -> Result<(Document, Compiled), Invalid> {
     prepare_for_node(document, instances, None)
 }
 
-/// [`prepare`] for the agent of node `node`: instances of other nodes are remote members
+/// [`prepare_all`] for the agent of node `node`: instances of other nodes are remote members
 /// ([`Document::for_node`]). Without a node, every instance with an interface is local.
-pub fn prepare_for_node(
+pub fn prepare_for_node<S: AsRef<str>>(
     document: &str,
-    instances: Option<&str>,
+    instances: &[S],
     node: Option<&str>,
 ) -> Result<(Document, Compiled), Invalid> {
-    let mut doc = crate::policy::load(document, instances)?;
+    let mut doc = crate::policy::load_all(document, instances)?;
     if let Some(node) = node {
         doc = doc.for_node(node);
     }
@@ -192,7 +200,16 @@ impl std::fmt::Display for PolicyCounts {
 
 /// Compiles a validated document. Fails only if the result does not fit the maps.
 pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
-    let mut out = Compiled::default();
+    let services = doc
+        .node_services
+        .iter()
+        .map(|s| {
+            let (family, addr) = sg_common::maps::ip_to_addr(s.addr);
+            let (proto, port) = s.port.unwrap_or((0, 0));
+            ServiceKey { slot: 0, family, proto, port, addr }
+        })
+        .collect();
+    let mut out = Compiled { services, ..Compiled::default() };
     let flat = flatten(doc, &mut out.rules);
     let counters: Vec<u64> = out.rules.iter().map(RuleRef::counter_id).collect();
 
@@ -210,7 +227,11 @@ pub fn compile(doc: &Document) -> Result<Compiled, Invalid> {
             sets.push(set);
             (sets.len() - 1) as u32
         });
-        out.ifaces.push(compile_iface(instance, instance_index as u32, set_id));
+        let mut iface = compile_iface(instance, instance_index as u32, set_id);
+        if !out.services.is_empty() {
+            iface.config.flags |= IFACE_NODE_SERVICES;
+        }
+        out.ifaces.push(iface);
         for addr in &instance.addresses {
             let (family, bytes) = addr_key(&IpNet::from(*addr));
             out.own_addrs.push(OwnAddrKey {
@@ -289,6 +310,12 @@ fn compile_iface(instance: &Instance, index: u32, set: u32) -> CompiledIface {
             role: instance.role as u8,
             flags,
             _pad: [0; 2],
+            timeouts: IfaceTimeouts {
+                tcp_established: instance.conntrack_timeouts.tcp_established.unwrap_or(0),
+                // EC2's ranges (validated): at most 60 and 180 seconds.
+                udp: instance.conntrack_timeouts.udp.map_or(0, |t| t.min(u32::from(u16::MAX)) as u16),
+                udp_stream: instance.conntrack_timeouts.udp_stream.map_or(0, |t| t.min(u32::from(u16::MAX)) as u16),
+            },
         },
     }
 }
@@ -634,7 +661,7 @@ mod tests {
             { "id": "app", "node": "n2", "interface": "veth-app", "addresses": ["10.0.2.10"], "security_groups": ["sg-app"] },
             { "id": "legacy", "interface": "veth-old", "addresses": ["10.0.3.10"] },
             { "id": "ext", "addresses": ["10.0.4.10"], "security_groups": ["sg-app"] } ] }"#;
-        let (_, on_n1) = prepare_for_node(fleet, None, Some("n1")).unwrap();
+        let (_, on_n1) = prepare_for_node::<&str>(fleet, &[], Some("n1")).unwrap();
         assert_eq!(on_n1.ifaces.iter().map(|i| i.interface.as_str()).collect::<Vec<_>>(), ["veth-db", "veth-old"]);
         let (_, everyone) = prepare(fleet, None).unwrap();
         assert_eq!(everyone.ifaces.len(), 3, "without a node name every instance with an interface is local");

@@ -29,6 +29,8 @@ pub const DEFAULT_SOCKET: &str = "/run/sg-agent/control.sock";
 
 /// The request line: every request but an apply's documents.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Instances documents in one apply (each up to the document limit).
+pub const MAX_INSTANCES_DOCUMENTS: usize = 8;
 
 /// What a client asks, as the daemon handles it.
 #[derive(Debug, Clone)]
@@ -38,10 +40,10 @@ pub enum Request {
     Rules,
     /// Stream flow-log records (JSON lines) until the client disconnects.
     Flows,
-    /// A new document: native JSON, or AWS JSON with a native `instances` document.
+    /// A new document: native JSON, or AWS JSON with its instances documents.
     Apply {
         document: String,
-        instances: Option<String>,
+        instances: Vec<String>,
     },
     /// Which rule of the live policy allows a packet.
     Explain {
@@ -62,9 +64,17 @@ enum Header {
     Status,
     Rules,
     Flows,
-    Apply { document_bytes: usize, instances_bytes: Option<usize> },
-    Explain { query: crate::explain::Query },
-    Interface { name: String },
+    Apply {
+        document_bytes: usize,
+        #[serde(default)]
+        instances_bytes: Vec<usize>,
+    },
+    Explain {
+        query: crate::explain::Query,
+    },
+    Interface {
+        name: String,
+    },
     Teardown,
 }
 
@@ -76,15 +86,30 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
+    /// For an invalid document: every problem with its JSON path (the client names the file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<crate::policy::Problem>,
 }
 
 impl Response {
     pub fn ok(data: serde_json::Value) -> Response {
-        Response { exit_code: 0, error: None, data }
+        Response { exit_code: 0, error: None, data, problems: Vec::new() }
     }
 
     pub fn error(exit_code: u8, error: impl Into<String>) -> Response {
-        Response { exit_code, error: Some(error.into()), data: serde_json::Value::Null }
+        Response { exit_code, error: Some(error.into()), data: serde_json::Value::Null, problems: Vec::new() }
+    }
+
+    /// An invalid document: exit code 2, its problems (as many as are ever shown, and a line
+    /// counting the rest).
+    pub fn invalid(invalid: &crate::policy::Invalid) -> Response {
+        let shown = crate::policy::json::MAX_REPORTED_PROBLEMS;
+        let mut problems: Vec<_> = invalid.problems.iter().take(shown).cloned().collect();
+        if invalid.problems.len() > shown {
+            let message = format!("... and {} more problems", invalid.problems.len() - shown);
+            problems.push(crate::policy::Problem { path: String::new(), message, source: Default::default() });
+        }
+        Response { problems, ..Response::error(2, invalid.to_string()) }
     }
 
     /// A response carrying `value` as its data.
@@ -127,19 +152,25 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
 pub struct Deadlines {
     /// The request line.
     pub request_line: Duration,
-    /// An apply's documents, after the request line.
+    /// An apply's documents, after the request line: this much plus one second per
+    /// [`BYTES_PER_SECOND`] announced.
     pub documents: Duration,
 }
 
+/// The slowest rate an apply's documents may arrive at (a local socket carries gigabytes per
+/// second): bounds how long a stalled upload holds its place.
+pub const BYTES_PER_SECOND: usize = 8 << 20;
+
 /// Reads one request. `Err` carries the response for a bad (or late) one.
 ///
-/// An apply's documents are read only while holding a permit of `uploads`, which is returned
-/// with the request: the caller keeps it until the apply is done, so that however many clients
-/// connect, only that many documents are in memory at once.
+/// An apply's documents are read a megabyte at a time, each reserved first from `budget` (one
+/// permit per byte); the reservation is returned with the request and the caller keeps it until
+/// the apply is done. However many clients connect, documents never hold more memory than the
+/// budget, and a client that stalls mid-upload holds only the megabyte it is stuck in.
 pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut BufReader<S>,
     deadlines: Deadlines,
-    uploads: &Arc<Semaphore>,
+    budget: &Arc<Semaphore>,
 ) -> Result<(Request, Option<OwnedSemaphorePermit>), Response> {
     let late = |what: &str| Response::error(2, format!("{what} not received in time"));
     let header =
@@ -152,17 +183,21 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         Header::Teardown => Request::Teardown,
         Header::Interface { name } => Request::Interface { name },
         Header::Apply { document_bytes, instances_bytes } => {
+            let total = document_bytes.saturating_add(instances_bytes.iter().sum());
             let bodies = async {
-                let permit =
-                    uploads.clone().acquire_owned().await.map_err(|_| Response::error(1, "the agent is stopping"))?;
-                let document = read_body(stream, document_bytes, "document").await?;
-                let instances = match instances_bytes {
-                    Some(n) => Some(read_body(stream, n, "instances document").await?),
-                    None => None,
-                };
-                Ok::<_, Response>((Request::Apply { document, instances }, Some(permit)))
+                let mut held: Option<OwnedSemaphorePermit> = None;
+                let document = read_body(stream, document_bytes, "document", budget, &mut held).await?;
+                if instances_bytes.len() > MAX_INSTANCES_DOCUMENTS {
+                    return Err(Response::error(2, format!("more than {MAX_INSTANCES_DOCUMENTS} instances documents")));
+                }
+                let mut instances = Vec::with_capacity(instances_bytes.len());
+                for n in instances_bytes {
+                    instances.push(read_body(stream, n, "instances document", budget, &mut held).await?);
+                }
+                Ok::<_, Response>((Request::Apply { document, instances }, held))
             };
-            return tokio::time::timeout(deadlines.documents, bodies).await.map_err(|_| late("documents"))?;
+            let deadline = deadlines.documents + Duration::from_secs((total / BYTES_PER_SECOND) as u64);
+            return tokio::time::timeout(deadline, bodies).await.map_err(|_| late("documents"))?;
         }
     };
     Ok((request, None))
@@ -182,10 +217,17 @@ async fn read_header<S: AsyncRead + Unpin>(stream: &mut BufReader<S>) -> Result<
     serde_json::from_slice(&line).map_err(|e| Response::error(2, format!("malformed request: {e}")))
 }
 
+/// How much of a document is read (and reserved from the budget) at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Reads a document of `len` bytes, reserving budget a chunk at a time before reading it, into
+/// `held` (kept by the caller until the document is applied).
 async fn read_body<S: AsyncRead + Unpin>(
     stream: &mut BufReader<S>,
     len: usize,
     what: &str,
+    budget: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<String, Response> {
     if len > limits::DOCUMENT_BYTES {
         return Err(Response::error(
@@ -193,8 +235,28 @@ async fn read_body<S: AsyncRead + Unpin>(
             format!("{what} is {len} bytes, more than the limit of {}", limits::DOCUMENT_BYTES),
         ));
     }
-    let mut bytes = vec![0u8; len];
-    stream.read_exact(&mut bytes).await.map_err(|e| Response::error(2, format!("reading the {what}: {e}")))?;
+    let mut bytes = Vec::new();
+    while bytes.len() < len {
+        let chunk = CHUNK.min(len - bytes.len());
+        let permit = budget
+            .clone()
+            .acquire_many_owned(chunk as u32)
+            .await
+            .map_err(|_| Response::error(1, "the agent is stopping"))?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        let before = bytes.len();
+        (&mut *stream)
+            .take(chunk as u64)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Response::error(2, format!("reading the {what}: {e}")))?;
+        if bytes.len() - before < chunk {
+            return Err(Response::error(2, format!("the {what} ended after {} of {len} bytes", bytes.len())));
+        }
+    }
     String::from_utf8(bytes).map_err(|_| Response::error(2, format!("the {what} is not UTF-8")))
 }
 
@@ -215,15 +277,16 @@ fn encode(request: &Request) -> io::Result<Vec<u8>> {
         Request::Teardown => Header::Teardown,
         Request::Explain { query } => Header::Explain { query: query.clone() },
         Request::Interface { name } => Header::Interface { name: name.clone() },
-        Request::Apply { document, instances } => {
-            Header::Apply { document_bytes: document.len(), instances_bytes: instances.as_ref().map(String::len) }
-        }
+        Request::Apply { document, instances } => Header::Apply {
+            document_bytes: document.len(),
+            instances_bytes: instances.iter().map(String::len).collect(),
+        },
     };
     let mut bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
     bytes.push(b'\n');
     if let Request::Apply { document, instances } = request {
         bytes.extend_from_slice(document.as_bytes());
-        if let Some(i) = instances {
+        for i in instances {
             bytes.extend_from_slice(i.as_bytes());
         }
     }
@@ -246,7 +309,11 @@ pub async fn call(socket: &Path, request: &Request, timeout: Duration) -> Result
     let work = async {
         let mut stream = send(socket, request).await?;
         let mut line = String::new();
-        let n = stream.read_line(&mut line).await.map_err(ClientError::Io)?;
+        let n = stream.read_line(&mut line).await.map_err(|e| match e.kind() {
+            // The agent closed the connection with our request unread (it died): no answer.
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ClientError::NoAnswer,
+            _ => ClientError::Io(e),
+        })?;
         if n == 0 {
             return Err(ClientError::NoAnswer);
         }
@@ -287,7 +354,7 @@ mod tests {
 
     async fn read(bytes: &[u8]) -> Result<Request, Response> {
         let mut reader = BufReader::new(bytes);
-        read_request(&mut reader, PATIENT, &Arc::new(Semaphore::new(1))).await.map(|(r, _)| r)
+        read_request(&mut reader, PATIENT, &Arc::new(Semaphore::new(4 << 20))).await.map(|(r, _)| r)
     }
 
     async fn round_trip(request: &Request) -> Result<Request, Response> {
@@ -297,9 +364,10 @@ mod tests {
     #[tokio::test]
     async fn an_apply_carries_its_documents_as_raw_bytes() {
         let document = "{\"security_groups\": []}\n\"quoted\" ünïcode".to_owned();
-        let request = Request::Apply { document: document.clone(), instances: Some("{}".into()) };
+        let instances = vec!["{}".to_owned(), "{\"Reservations\": []}".to_owned()];
+        let request = Request::Apply { document: document.clone(), instances: instances.clone() };
         match round_trip(&request).await.unwrap() {
-            Request::Apply { document: d, instances: i } => assert_eq!((d, i), (document, Some("{}".to_owned()))),
+            Request::Apply { document: d, instances: i } => assert_eq!((d, i), (document, instances)),
             other => panic!("{other:?}"),
         }
     }
@@ -320,7 +388,7 @@ mod tests {
         let mut reader = BufReader::new(server);
         let quick = Deadlines { request_line: Duration::from_millis(50), documents: Duration::from_millis(50) };
         let started = std::time::Instant::now();
-        let e = read_request(&mut reader, quick, &Arc::new(Semaphore::new(1))).await.unwrap_err();
+        let e = read_request(&mut reader, quick, &Arc::new(Semaphore::new(4 << 20))).await.unwrap_err();
         assert!(e.error.unwrap().contains("not received in time"));
         assert!(started.elapsed() < Duration::from_secs(1));
         drop(client);

@@ -8,14 +8,19 @@
 //!   that sends half a request holds only its own task, and at most [`MAX_CLIENTS`] are served
 //!   at once;
 //! - **signals** are handled by the loop itself: SIGTERM/SIGINT stop the agent (enforcement stays
-//!   in place), SIGHUP queues a reload.
+//!   in place), SIGHUP queues a reload;
+//! - in fleet mode, the store's **follower** ([`crate::store::follow`]) proposes documents, which
+//!   reach the agent thread as [`Job::Store`], one at a time.
 //!
 //! Every precondition (input valid, pin path free, socket and metrics address usable) is checked
 //! before the kernel is touched.
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -29,6 +34,7 @@ use tokio::{
 
 use crate::{
     agent::Agent,
+    api::{self, ApiOptions, LocalBackend, LocalCall},
     compile,
     conntrack::gc::Collector,
     control::{self, Request, Response},
@@ -36,7 +42,7 @@ use crate::{
     explain,
     flows::{FlowLogger, FlowRecord},
     interfaces::{LinkEvent, LinkWatcher},
-    metrics,
+    metrics, notify,
     policy::Invalid,
     status::{self, SharedView},
     store::{
@@ -50,13 +56,14 @@ use crate::{
 /// that clients stalled mid-request (each cut off after [`REQUEST_DEADLINE`]) cannot crowd out
 /// a `status`; bounded, so that they cannot exhaust memory (at most 64 KiB of request line each).
 pub const MAX_CLIENTS: usize = 512;
-/// Apply documents being received or applied at once (each up to 64 MiB).
-pub const MAX_UPLOADS: usize = 2;
+/// Bytes of apply documents held at once, being received or waiting to be applied: room for two
+/// documents of the largest size (64 MiB, plus their instances files).
+pub const UPLOAD_BUDGET: usize = 4 * crate::policy::limits::DOCUMENT_BYTES;
 /// Time a client has to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-/// Time a client has to send an apply's documents (64 MiB over a local socket takes well under
-/// a second).
-const UPLOAD_DEADLINE: Duration = Duration::from_secs(60);
+/// Time a client has to send an apply's documents, plus a second per 8 MiB (64 MiB over a
+/// local socket takes well under a second).
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(5);
 /// Time to write an answer to a client that does not read it.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a stopping agent waits for the job in progress (an apply) to finish.
@@ -67,7 +74,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 pub struct RunOptions {
     /// The policy file (not read in fleet mode).
     pub policy: PathBuf,
-    pub instances: Option<PathBuf>,
+    pub instances: Vec<PathBuf>,
     /// Fleet mode: documents come from this store instead of `policy` (SPEC §8).
     pub fleet: Option<FleetOptions>,
     /// This node's name: instances of other nodes are remote members here.
@@ -81,6 +88,8 @@ pub struct RunOptions {
     pub flow_window: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The EC2 API (SPEC §9), if served.
+    pub api: Option<ApiOptions>,
 }
 
 /// Fleet mode's options.
@@ -102,8 +111,8 @@ pub enum RunError {
         source: crate::policy::ReadError,
     },
     /// The policy is invalid; nothing was touched.
-    #[error("{}", .invalid.in_file(.file))]
-    Invalid { file: PathBuf, invalid: Invalid },
+    #[error("{}", .invalid.in_files(.file, .instances))]
+    Invalid { file: PathBuf, instances: Vec<PathBuf>, invalid: Invalid },
     /// The control socket cannot be used; nothing was touched.
     #[error("control socket {}: {source}", .path.display())]
     Socket {
@@ -121,6 +130,9 @@ pub enum RunError {
     /// Signal handlers could not be installed; nothing was touched.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The EC2 API cannot be served (document, credentials, address); nothing was touched.
+    #[error(transparent)]
+    Api(#[from] api::SetupError),
     /// The kernel side failed (loading, pinning, attaching, applying).
     #[error(transparent)]
     Datapath(#[from] DatapathError),
@@ -135,6 +147,7 @@ impl RunError {
         match self {
             RunError::Invalid { .. } => 2,
             RunError::Read { source, .. } => source.exit_code(),
+            RunError::Api(e) => e.exit_code(),
             RunError::Store(e) => e.exit_code(),
             _ => 1,
         }
@@ -144,13 +157,20 @@ impl RunError {
 /// The policy files, read as text.
 struct Inputs {
     document: String,
-    instances: Option<String>,
+    instances: Vec<String>,
 }
 
-fn read_inputs(policy: &Path, instances: Option<&Path>) -> Result<Inputs, RunError> {
+fn read_inputs(policy: &Path, instances: &[PathBuf]) -> Result<Inputs, RunError> {
     let read =
         |p: &Path| crate::policy::read_file(p).map_err(|source| RunError::Read { path: p.to_path_buf(), source });
-    Ok(Inputs { document: read(policy)?, instances: instances.map(read).transpose()? })
+    Ok(Inputs { document: read(policy)?, instances: instances.iter().map(|p| read(p)).collect::<Result<_, _>>()? })
+}
+
+/// Logs a document's warnings, each with its file and JSON path.
+fn log_warnings(warnings: &[crate::policy::Problem], policy: &Path, instances: &[PathBuf]) {
+    for line in crate::policy::warning_lines(warnings, policy, instances) {
+        log::warn!("{}", line.trim_start_matches("warning: "));
+    }
 }
 
 /// A unit of work for the agent thread.
@@ -159,8 +179,13 @@ enum Job {
     Control { request: Request, reply: oneshot::Sender<(Response, bool)> },
     /// SIGHUP: re-read the policy files and apply them.
     Reload,
-    /// Interfaces appeared or vanished.
-    Links(Vec<LinkEvent>),
+    /// Interfaces appeared or vanished (as read from netlink at that instant).
+    Links(Vec<LinkEvent>, std::time::Instant),
+    /// An EC2 API call: read the live document, or commit a changed one (live and written back
+    /// to the policy file when it answers).
+    Api(LocalCall),
+    /// Wakes the agent thread to see that the daemon is stopping.
+    Stop,
     /// Fleet mode: a document from the store.
     Store(Proposal),
 }
@@ -171,15 +196,26 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // from the store; its options (certificate files) are checked now.
     let inputs = match &opts.fleet {
         None => {
-            let inputs = read_inputs(&opts.policy, opts.instances.as_deref())?;
-            compile::prepare_for_node(&inputs.document, inputs.instances.as_deref(), opts.node.as_deref())
-                .map_err(|invalid| RunError::Invalid { file: opts.policy.clone(), invalid })?;
+            let inputs = read_inputs(&opts.policy, &opts.instances)?;
+            let (doc, _) = compile::prepare_for_node(&inputs.document, &inputs.instances, opts.node.as_deref())
+                .map_err(|invalid| RunError::Invalid {
+                    file: opts.policy.clone(),
+                    instances: opts.instances.clone(),
+                    invalid,
+                })?;
+            log_warnings(&doc.warnings, &opts.policy, &opts.instances);
             Some(inputs)
         }
         Some(fleet) => {
             fleet.store.connect_options()?;
             None
         }
+    };
+    let api_credentials = match (&opts.api, &inputs) {
+        (Some(options), Some(inputs)) => {
+            Some(api::check(options, &opts.policy, &inputs.document, !opts.instances.is_empty())?)
+        }
+        _ => None,
     };
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
@@ -191,6 +227,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let listener =
         control::bind(&opts.socket).await.map_err(|source| RunError::Socket { path: opts.socket.clone(), source })?;
     let socket = SocketFile::new(&opts.socket);
+    let api = match (&opts.api, api_credentials) {
+        (Some(options), Some(credentials)) => Some(api::bind(options, credentials).await?),
+        _ => None,
+    };
     let metrics_listener = match opts.metrics {
         Some(addr) => {
             Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?)
@@ -222,8 +262,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut agent = Agent::new(enforcer)?;
     agent.node = opts.node.clone();
     if let Some(inputs) = &inputs {
-        agent.start(&inputs.document, inputs.instances.as_deref()).map_err(|e| match e {
-            crate::agent::ApplyError::Invalid(invalid) => RunError::Invalid { file: opts.policy.clone(), invalid },
+        agent.start(&inputs.document, &inputs.instances).map_err(|e| match e {
+            crate::agent::ApplyError::Invalid(invalid) => {
+                RunError::Invalid { file: opts.policy.clone(), instances: opts.instances.clone(), invalid }
+            }
             crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
         })?;
     }
@@ -263,27 +305,42 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             opts.socket.display()
         ),
     }
+    let generation = agent.generation;
 
     let (jobs, job_rx) = mpsc::channel::<Job>(64);
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let gc_stats = gc.as_ref().map(|g| g.stats.clone());
     let reload = (opts.policy.clone(), opts.instances.clone());
     let shared = view.clone();
+    // Set when the daemon stops: the agent thread finishes the job in hand and takes no other
+    // (clients may still hold senders of the job channel, so its closing cannot be the signal).
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stopped = stopping.clone();
     let agent_thread = std::thread::Builder::new()
         .name("sg-agent".into())
         .spawn(move || {
-            agent_loop(agent, job_rx, gc_stats, reload, shared);
+            agent_loop(agent, job_rx, gc_stats, reload, shared, &stopped);
             let _ = done_tx.send(());
         })
         .map_err(|e| RunError::Signals(std::io::Error::other(format!("starting the agent thread: {e}"))))?;
 
     tokio::spawn(follow_links(links, jobs.clone()));
+    if let Some(prepared) = api {
+        let (backend, calls) = LocalBackend::new();
+        tokio::spawn(forward_api_calls(calls, jobs.clone()));
+        api::start(prepared, backend);
+    }
     let resync = Arc::new(Notify::new());
-    if let (Some(fleet), Some(node)) = (&opts.fleet, &opts.node) {
-        follow_store(fleet, node, jobs.clone(), resync.clone(), view.clone());
+    match (&opts.fleet, &opts.node) {
+        // Ready once the store's first document is live (the agent thread says so).
+        (Some(fleet), Some(node)) => follow_store(fleet, node, jobs.clone(), resync.clone(), view.clone()),
+        // This document's generation is live (applied, or adopted because it compiles to the
+        // pinned one) and the agent thread takes requests: only now is the node protected as
+        // configured.
+        _ => notify::ready(generation),
     }
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let uploads = Arc::new(Semaphore::new(MAX_UPLOADS));
+    let uploads = Arc::new(Semaphore::new(UPLOAD_BUDGET));
     let stop = Arc::new(Notify::new());
     let torn_down = loop {
         tokio::select! {
@@ -319,6 +376,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     // Stop: no new jobs; let the one in progress finish (briefly), then leave enforcement as it is.
+    notify::stopping();
+    stopping.store(true, Ordering::Relaxed);
+    let _ = jobs.try_send(Job::Stop);
     drop(jobs);
     drop(listener);
     drop(socket);
@@ -360,6 +420,28 @@ impl Drop for SocketFile {
     }
 }
 
+/// Forwards interface changes to the agent thread, starting with a full re-read (anything
+/// that changed between the first install and now).
+async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
+    if jobs.send(Job::Links(vec![LinkEvent::Resync], std::time::Instant::now())).await.is_err() {
+        return;
+    }
+    loop {
+        match links.next().await {
+            Ok(events) if events.is_empty() => {}
+            Ok(events) => {
+                if jobs.send(Job::Links(events, std::time::Instant::now())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::error!("interface notifications stopped ({e}); new interfaces are attached on the next apply");
+                return;
+            }
+        }
+    }
+}
+
 /// Fleet mode: the store's follower (documents for the agent thread), the node's record in
 /// the store, and the follower's health where status and metrics read it.
 fn follow_store(fleet: &FleetOptions, node: &str, jobs: mpsc::Sender<Job>, resync: Arc<Notify>, view: SharedView) {
@@ -375,8 +457,7 @@ fn follow_store(fleet: &FleetOptions, node: &str, jobs: mpsc::Sender<Job>, resyn
     let follower = Follower::new(fleet.store.clone(), node.to_owned(), proposals, resync, sink, records);
     tokio::spawn(follower.run());
     tokio::spawn(nodes::publish(fleet.store.clone(), node.to_owned(), fleet.lease_ttl, published));
-    // A weak sender: the agent thread's job queue closes when the daemon stops, whatever the
-    // follower is doing.
+    // A weak sender: the follower must not keep the agent thread's queue open.
     let jobs = jobs.downgrade();
     tokio::spawn(async move {
         while let Some(proposal) = proposed.recv().await {
@@ -388,24 +469,11 @@ fn follow_store(fleet: &FleetOptions, node: &str, jobs: mpsc::Sender<Job>, resyn
     });
 }
 
-/// Forwards interface changes to the agent thread, starting with a full re-read (anything
-/// that changed between the first install and now).
-async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
-    if jobs.send(Job::Links(vec![LinkEvent::Resync])).await.is_err() {
-        return;
-    }
-    loop {
-        match links.next().await {
-            Ok(events) if events.is_empty() => {}
-            Ok(events) => {
-                if jobs.send(Job::Links(events)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                log::error!("interface notifications stopped ({e}); new interfaces are attached on the next apply");
-                return;
-            }
+/// Hands the EC2 API's calls to the agent thread, in order.
+async fn forward_api_calls(mut calls: mpsc::Receiver<LocalCall>, jobs: mpsc::Sender<Job>) {
+    while let Some(call) = calls.recv().await {
+        if jobs.send(Job::Api(call)).await.is_err() {
+            return;
         }
     }
 }
@@ -415,12 +483,17 @@ fn agent_loop(
     mut agent: Agent,
     mut jobs: mpsc::Receiver<Job>,
     gc: Option<Arc<std::sync::Mutex<crate::conntrack::gc::GcStats>>>,
-    (policy, instances): (PathBuf, Option<PathBuf>),
+    (policy, instances): (PathBuf, Vec<PathBuf>),
     view: SharedView,
+    stopping: &AtomicBool,
 ) {
     while let Some(job) = jobs.blocking_recv() {
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
         let store = view.read().ok().and_then(|v| v.store.clone());
-        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, instances.as_deref()), store);
+        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, &instances), store);
+        agent.catch_up();
         if let Ok(mut shared) = view.write() {
             // The store's health is the follower's to keep current.
             let store = shared.store.take();
@@ -438,11 +511,12 @@ fn run_job(
     agent: &mut Agent,
     job: Job,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
-    (policy, instances): (&Path, Option<&Path>),
+    (policy, instances): (&Path, &[PathBuf]),
     store: Option<StoreHealth>,
 ) -> bool {
     match job {
-        Job::Links(events) => {
+        Job::Stop => false,
+        Job::Links(events, seen) => {
             for event in &events {
                 match event {
                     LinkEvent::Present { name, ifindex } => log::debug!("link {name} ({ifindex}) present"),
@@ -450,20 +524,37 @@ fn run_job(
                     LinkEvent::Resync => log::debug!("re-reading interfaces"),
                 }
             }
-            if let Err(e) = agent.reconcile_interfaces() {
-                log::error!(
+            match agent.reconcile_interfaces() {
+                Ok(Some(generation)) => log::info!(
+                    "generation {generation} follows the interfaces {:.1} ms after the kernel reported the change",
+                    seen.elapsed().as_secs_f64() * 1000.0
+                ),
+                Ok(None) => {}
+                Err(e) => log::error!(
                     "interfaces changed but generation {} could not follow: {e}; retried on the next change or apply",
                     agent.generation
-                );
+                ),
             }
             false
         }
+        Job::Api(call) => {
+            call.run(agent, policy);
+            false
+        }
         Job::Reload => {
+            notify::reloading();
             let result = read_inputs(policy, instances)
                 .map_err(|e| e.to_string())
-                .and_then(|i| agent.apply(&i.document, i.instances.as_deref()).map_err(|e| e.to_string()));
-            if let Err(e) = result {
-                log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                .and_then(|i| agent.apply(&i.document, &i.instances).map_err(|e| e.to_string()));
+            match result {
+                Ok(summary) => {
+                    log_warnings(&summary.warnings, policy, instances);
+                    notify::ready(summary.generation);
+                }
+                Err(e) => {
+                    log::error!("SIGHUP apply failed, generation {} stays in force: {e}", agent.generation);
+                    notify::reload_failed(agent.generation);
+                }
             }
             false
         }
@@ -473,13 +564,21 @@ fn run_job(
             stop
         }
         Job::Store(proposal) => {
+            let first = store.is_some_and(|s| s.generation.is_none());
             // The first document adopts what a previous agent left pinned if it compiles to it.
             let result = match agent.live {
-                None => agent.start(&proposal.document, None),
-                Some(_) => agent.apply(&proposal.document, None).map(|summary| summary.generation),
+                None => agent.start(&proposal.document, &[] as &[&str]),
+                Some(_) => agent.apply(&proposal.document, &[] as &[&str]).map(|summary| summary.generation),
             };
             let outcome = match result {
-                Ok(generation) => Outcome::Live { generation },
+                Ok(generation) => {
+                    if first {
+                        // The node is protected as the store says: ready (systemd).
+                        notify::ready(generation);
+                    }
+                    let warnings = agent.live.as_ref().map(|l| l.document.warnings.clone()).unwrap_or_default();
+                    Outcome::Live { generation, warnings }
+                }
                 Err(crate::agent::ApplyError::Invalid(invalid)) => Outcome::Invalid(invalid),
                 Err(crate::agent::ApplyError::Runtime(e)) => Outcome::Failed(e.to_string()),
             };
@@ -518,8 +617,9 @@ fn handle(
                 store.store, store.prefix, store.node
             ),
         ),
-        Request::Apply { document, instances } => match agent.apply(&document, instances.as_deref()) {
+        Request::Apply { document, instances } => match agent.apply(&document, &instances) {
             Ok(summary) => Response::of(&summary),
+            Err(crate::agent::ApplyError::Invalid(invalid)) => Response::invalid(&invalid),
             Err(e) => Response::error(e.exit_code(), e.to_string()),
         },
         Request::Explain { query } => match &agent.live {
@@ -552,7 +652,7 @@ async fn serve_client(
 ) {
     let mut stream = BufReader::new(stream);
     let deadlines = control::Deadlines { request_line: REQUEST_DEADLINE, documents: UPLOAD_DEADLINE };
-    // `_upload` (an apply's) is held until the apply is done: see `MAX_UPLOADS`.
+    // `_upload` (an apply's documents' share of the budget) is held until the apply is done.
     let (request, _upload) = match control::read_request(&mut stream, deadlines, &uploads).await {
         Ok(r) => r,
         Err(bad) => return answer(&mut stream, &bad).await,

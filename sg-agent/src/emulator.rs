@@ -11,7 +11,7 @@ use sg_common::{
     conntrack::Tracked,
     maps::{
         ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
-        RULE_KEY_FIXED_BITS, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits, rule_key_bits,
+        RULE_KEY_FIXED_BITS, RuleKey, RuleMatch, ServiceKey, Settings, family_bits, peer_key_bits, rule_key_bits,
     },
     verdict::VerdictMaps,
 };
@@ -42,6 +42,7 @@ pub struct Emulator {
     rules: HashMap<(u32, u32, u8, u32, u16), RuleMatch>,
     /// (table, class) → all-protocol rule.
     wildcard: HashMap<(u32, u32), RuleMatch>,
+    services: std::collections::HashSet<ServiceKey>,
     pub settings: Settings,
     pub conntrack: RefCell<HashMap<CtKey, CtEntry>>,
     pub conntrack_max: usize,
@@ -78,6 +79,7 @@ impl Emulator {
             peers,
             rules,
             wildcard,
+            services: c.services.iter().copied().collect(),
             settings: Settings::DEFAULT,
             conntrack: RefCell::new(HashMap::new()),
             conntrack_max: usize::MAX,
@@ -144,6 +146,10 @@ impl VerdictMaps for Emulator {
     fn remember_fragment(&self, key: &FragKey, verdict: &FragVerdict) {
         self.fragments.borrow_mut().insert(*key, *verdict);
     }
+
+    fn is_node_service(&self, key: &ServiceKey) -> bool {
+        self.services.contains(&ServiceKey { slot: 0, ..*key })
+    }
 }
 
 #[cfg(test)]
@@ -156,5 +162,100 @@ mod tests {
         assert_eq!(mask(&a, 0), [0; 16]);
         assert_eq!(mask(&a, 12)[..3], [0xff, 0xf0, 0]);
         assert_eq!(mask(&a, 128), a);
+    }
+
+    use sg_common::{
+        maps::{IfaceTimeouts, ip_to_addr},
+        orientation::Hook,
+        packet::{IPPROTO_TCP, IPPROTO_UDP, Packet},
+        verdict::{Reason, judge},
+    };
+
+    /// A VM on a workload interface with no outbound rule at all, and `services`.
+    fn vm(services: &str) -> (crate::policy::Document, Compiled) {
+        let text = format!(
+            r#"{{ "security_groups": [ {{ "id": "sg-vm", "egress": [] }} ], {services}
+                 "instances": [ {{ "id": "vm", "interface": "tap0", "addresses": ["10.0.1.10", "fd00:1::10"],
+                                  "security_groups": ["sg-vm"], "conntrack_timeouts": {{ "udp": 60 }} }} ] }}"#
+        );
+        let doc = crate::policy::load(&text, None).unwrap();
+        let compiled = crate::compile::compile(&doc).unwrap();
+        (doc, compiled)
+    }
+
+    fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Packet {
+        let (family, src) = ip_to_addr(src.parse().unwrap());
+        let (_, dst) = ip_to_addr(dst.parse().unwrap());
+        Packet { family, proto: IPPROTO_UDP, src, dst, sport, dport, ..Packet::default() }
+    }
+
+    fn tcp(src: &str, sport: u16, dst: &str, dport: u16) -> Packet {
+        Packet { proto: IPPROTO_TCP, tcp_flags: sg_common::packet::TCP_SYN, ..udp(src, sport, dst, dport) }
+    }
+
+    /// The VM's outbound packets are received on its tap; its inbound ones transmitted.
+    fn out(c: &Compiled, pkt: &Packet) -> Reason {
+        judge(&Emulator::new(c, |i, _| i as u32 + 1), 1, Hook::Receive, pkt, 1_000_000_000).reason
+    }
+
+    fn inbound(c: &Compiled, pkt: &Packet) -> Reason {
+        judge(&Emulator::new(c, |i, _| i as u32 + 1), 1, Hook::Transmit, pkt, 1_000_000_000).reason
+    }
+
+    #[test]
+    fn dhcp_on_the_link_is_never_judged() {
+        use Reason::*;
+        let (_, c) = vm("");
+        // A booting VM: from 0.0.0.0 (no source/destination check), no egress rule.
+        assert_eq!(out(&c, &udp("0.0.0.0", 68, "255.255.255.255", 67)), PassedNodeService);
+        // The node's server answers (sent by a socket of the node).
+        let from_node = |p: Packet| Packet { local_origin: 1, ..p };
+        assert_eq!(inbound(&c, &from_node(udp("10.0.1.1", 67, "10.0.1.10", 68))), PassedNodeService);
+        assert_eq!(inbound(&c, &from_node(udp("10.0.1.1", 67, "255.255.255.255", 68))), PassedNodeService);
+        // The same forwarded from elsewhere is judged.
+        assert_eq!(inbound(&c, &udp("192.0.2.67", 67, "10.0.1.10", 68)), DroppedNoRule);
+        assert_eq!(out(&c, &udp("fe80::10", 546, "ff02::1:2", 547)), PassedNodeService);
+        assert_eq!(inbound(&c, &udp("fe80::1", 547, "fe80::10", 546)), PassedNodeService);
+        // DHCP beyond the link is judged as usual.
+        assert_eq!(out(&c, &udp("10.0.1.10", 68, "192.0.2.67", 67)), DroppedNoRule);
+        assert_eq!(out(&c, &udp("0.0.0.0", 68, "192.0.2.67", 67)), DroppedSourceDestCheck);
+        assert_eq!(out(&c, &udp("fd00:1::10", 546, "2001:db8::547", 547)), DroppedNoRule);
+        assert_eq!(inbound(&c, &udp("2001:db8::547", 547, "fd00:1::10", 546)), DroppedNoRule);
+        // Other ports to the broadcast address are judged.
+        assert_eq!(out(&c, &udp("10.0.1.10", 68, "255.255.255.255", 69)), DroppedNoRule);
+    }
+
+    #[test]
+    fn the_nodes_service_addresses_are_never_judged() {
+        use Reason::*;
+        let (doc, c) = vm("");
+        assert_eq!(doc.node_services.len(), 8, "EC2's by default");
+        for dst in ["169.254.169.254", "169.254.169.253", "169.254.169.123", "169.254.170.2", "169.254.169.250"] {
+            assert_eq!(out(&c, &tcp("10.0.1.10", 40000, dst, 80)), PassedNodeService, "{dst}");
+            assert_eq!(inbound(&c, &tcp(dst, 80, "10.0.1.10", 40000)), PassedNodeService, "{dst}");
+        }
+        assert_eq!(out(&c, &udp("fd00:1::10", 40000, "fd00:ec2::253", 53)), PassedNodeService);
+        assert_eq!(out(&c, &tcp("10.0.1.10", 40000, "169.254.169.1", 80)), DroppedNoRule);
+        assert_eq!(out(&c, &tcp("10.0.1.10", 40000, "10.0.1.1", 80)), DroppedNoRule);
+        // Replaced by the document: one address and port only; [] means none.
+        let (_, c) = vm(r#""node_services": ["169.254.169.253:udp/53", "10.0.1.1"],"#);
+        assert_eq!(out(&c, &udp("10.0.1.10", 40000, "169.254.169.253", 53)), PassedNodeService);
+        assert_eq!(out(&c, &tcp("10.0.1.10", 40000, "169.254.169.253", 53)), DroppedNoRule);
+        assert_eq!(out(&c, &udp("10.0.1.10", 40000, "169.254.169.253", 54)), DroppedNoRule);
+        assert_eq!(out(&c, &tcp("10.0.1.10", 40000, "169.254.169.254", 80)), DroppedNoRule);
+        // The node's own address listed: a DHCP renewal unicast to it passes.
+        assert_eq!(out(&c, &udp("10.0.1.10", 68, "10.0.1.1", 67)), PassedNodeService);
+        let (_, c) = vm(r#""node_services": [],"#);
+        assert_eq!(out(&c, &tcp("10.0.1.10", 40000, "169.254.169.254", 80)), DroppedNoRule);
+        assert_eq!(out(&c, &udp("0.0.0.0", 68, "255.255.255.255", 67)), PassedNodeService, "DHCP still passes");
+    }
+
+    #[test]
+    fn an_instances_own_timeouts_are_in_its_interface_config() {
+        let (_, c) = vm("");
+        assert_eq!(c.ifaces[0].config.timeouts, IfaceTimeouts { tcp_established: 0, udp: 60, udp_stream: 0 });
+        let e = Emulator::new(&c, |i, _| i as u32 + 1);
+        assert_eq!(e.iface_timeouts(1), IfaceTimeouts { tcp_established: 0, udp: 60, udp_stream: 0 });
+        assert_eq!(e.iface_timeouts(2), IfaceTimeouts::default(), "no such interface: the agent's");
     }
 }

@@ -9,10 +9,12 @@
 //! line. Reports: [`status`], [`flows`] (flow logs), [`metrics`], [`explain`] (the verdict run on
 //! the host by [`emulator`]), [`changes`] (what an apply changed), [`conntrack`] (tracked flows
 //! and their garbage collection). [`interfaces`] follows interfaces as they come and go.
-//! [`clock`] holds the clocks they share. The test lab, frame builders and benchmarks live
+//! [`clock`] holds the clocks they share; [`notify`] tells systemd when the agent is ready; [`api`]
+//! serves EC2's security-group API. The test lab, frame builders and benchmarks live
 //! outside the agent, in the `sg-lab` crate.
 
 pub mod agent;
+pub mod api;
 pub mod changes;
 pub mod cli;
 pub mod clock;
@@ -26,6 +28,7 @@ pub mod explain;
 pub mod flows;
 pub mod interfaces;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod status;
 pub mod store;

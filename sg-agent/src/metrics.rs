@@ -1,6 +1,8 @@
-//! Prometheus metrics (`sg-agent run --metrics ADDR`): the verdict counters and EC2-style
-//! conntrack metrics, read from the pinned maps on each scrape. Opt-in, and meant for a local
-//! address; one small plain-HTTP response per request.
+//! Prometheus metrics (`sg-agent run --metrics ADDR`): the verdict counters (for the node and
+//! per instance), EC2-style conntrack metrics, apply durations and build information, read from
+//! the pinned maps on each scrape. Everything is in the `sg_agent_` namespace, counters end in
+//! `_total` (`promtool check metrics` passes). Opt-in, and meant for a local address; one small
+//! plain-HTTP response per request.
 
 use std::fmt::Write as _;
 
@@ -10,37 +12,84 @@ use tokio::{
 };
 
 use crate::{
-    datapath::{Maps, PinLayout},
-    status::{AgentView, SharedView},
+    datapath::{Maps, PinLayout, ifname},
+    status::{AgentView, ApplyHistogram, SharedView},
     store::follow::{Connection, StoreHealth},
 };
+
+/// A label value, escaped as the text format requires.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `# HELP` and `# TYPE` lines.
+fn header(m: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
 
 /// The metrics text.
 pub fn render(maps: &Maps, view: &AgentView) -> String {
     let mut m = String::new();
+    header(&mut m, "sg_agent_build_info", "gauge", "The running agent's version and pinned-state layout (always 1).");
+    let _ = writeln!(
+        m,
+        "sg_agent_build_info{{version=\"{}\",layout=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        sg_common::LAYOUT_VERSION
+    );
     let waiting: Vec<(&String, &String)> =
         view.interfaces.iter().filter(|(_, v)| v.waiting).map(|(name, v)| (name, &v.instance)).collect();
     let attached = view.interfaces.values().filter(|v| v.attachment.is_some()).count();
-    let _ =
-        writeln!(m, "# HELP sg_agent_interfaces Local instances' interfaces, by state (waiting: does not exist yet).");
-    let _ = writeln!(m, "# TYPE sg_agent_interfaces gauge");
+    header(
+        &mut m,
+        "sg_agent_interfaces",
+        "gauge",
+        "Local instances' interfaces, by state (waiting: does not exist yet).",
+    );
     let _ = writeln!(m, "sg_agent_interfaces{{state=\"attached\"}} {attached}");
     let _ = writeln!(m, "sg_agent_interfaces{{state=\"waiting\"}} {}", waiting.len());
-    let _ = writeln!(m, "# HELP sg_agent_interface_waiting A local instance whose interface does not exist (yet).");
-    let _ = writeln!(m, "# TYPE sg_agent_interface_waiting gauge");
+    header(&mut m, "sg_agent_interface_waiting", "gauge", "A local instance whose interface does not exist (yet).");
     for (interface, instance) in waiting {
-        let _ = writeln!(m, "sg_agent_interface_waiting{{interface=\"{interface}\",instance=\"{instance}\"}} 1");
+        let _ = writeln!(
+            m,
+            "sg_agent_interface_waiting{{interface=\"{}\",instance=\"{}\"}} 1",
+            label(interface),
+            label(instance)
+        );
     }
     let counters = maps.counters().unwrap_or_default();
-    let _ = writeln!(m, "# HELP sg_agent_packets_total Packets judged, by verdict reason.");
-    let _ = writeln!(m, "# TYPE sg_agent_packets_total counter");
+    header(&mut m, "sg_agent_packets_total", "counter", "Packets judged on the node, by verdict reason.");
     for (reason, c) in &counters {
         let _ = writeln!(m, "sg_agent_packets_total{{reason=\"{reason}\"}} {}", c.packets);
     }
-    let _ = writeln!(m, "# HELP sg_agent_bytes_total Bytes judged, by verdict reason.");
-    let _ = writeln!(m, "# TYPE sg_agent_bytes_total counter");
+    header(&mut m, "sg_agent_bytes_total", "counter", "Bytes judged on the node, by verdict reason.");
     for (reason, c) in &counters {
         let _ = writeln!(m, "sg_agent_bytes_total{{reason=\"{reason}\"}} {}", c.bytes);
+    }
+    // Per instance, as EC2 reports per network interface.
+    let by_iface = maps.iface_counters();
+    let instance_of = |ifindex: u32| {
+        let name = ifname(ifindex);
+        let instance = view.interfaces.get(&name).map(|v| v.instance.clone()).unwrap_or_default();
+        (name, instance)
+    };
+    for (metric, help, bytes) in [
+        ("sg_agent_instance_packets_total", "Packets judged on an instance's interface, by verdict reason.", false),
+        ("sg_agent_instance_bytes_total", "Bytes judged on an instance's interface, by verdict reason.", true),
+    ] {
+        header(&mut m, metric, "counter", help);
+        for (ifindex, reasons) in &by_iface {
+            let (interface, instance) = instance_of(*ifindex);
+            for (reason, c) in reasons {
+                let _ = writeln!(
+                    m,
+                    "{metric}{{instance=\"{}\",interface=\"{}\",reason=\"{reason}\"}} {}",
+                    label(&instance),
+                    label(&interface),
+                    if bytes { c.bytes } else { c.packets }
+                );
+            }
+        }
     }
     let exceeded = counters.get("conntrack_allowance_exceeded").map_or(0, |c| c.packets);
     let entries = maps.conntrack_entries().len() as u64;
@@ -48,15 +97,15 @@ pub fn render(maps: &Maps, view: &AgentView) -> String {
     let generation = maps.live().ok().flatten().map_or(0, |l| l.generation);
     for (name, kind, help, value) in [
         (
-            "conntrack_allowance_exceeded",
+            "sg_agent_conntrack_allowance_exceeded_total",
             "counter",
-            "Packets dropped because the conntrack table was full (EC2's name).",
+            "Packets dropped because the conntrack table was full (EC2's conntrack_allowance_exceeded).",
             exceeded,
         ),
         (
-            "conntrack_allowance_available",
+            "sg_agent_conntrack_allowance_available",
             "gauge",
-            "Flows that can still be tracked before the table is full (EC2's name).",
+            "Flows that can still be tracked before the table is full (EC2's conntrack_allowance_available).",
             capacity.saturating_sub(entries),
         ),
         ("sg_agent_conntrack_entries", "gauge", "Tracked flows.", entries),
@@ -69,12 +118,29 @@ pub fn render(maps: &Maps, view: &AgentView) -> String {
             maps.flow_events_skipped(),
         ),
     ] {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        header(&mut m, name, kind, help);
+        let _ = writeln!(m, "{name} {value}");
     }
+    histogram(
+        &mut m,
+        "sg_agent_apply_duration_seconds",
+        "Applies of this agent: validate, compile, write, swap.",
+        &view.apply_seconds,
+    );
     if let Some(store) = &view.store {
         render_store(&mut m, store);
     }
     m
+}
+
+fn histogram(m: &mut String, name: &str, help: &str, h: &ApplyHistogram) {
+    header(m, name, "histogram", help);
+    for (bound, count) in ApplyHistogram::BOUNDS.iter().zip(h.buckets) {
+        let _ = writeln!(m, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(m, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(m, "{name}_sum {}", h.sum);
+    let _ = writeln!(m, "{name}_count {}", h.count);
 }
 
 /// Fleet mode: the store connection, the revisions followed and applied, the content's validity.
@@ -117,7 +183,8 @@ fn render_store(m: &mut String, h: &StoreHealth) {
             h.last_error_at.unwrap_or(0),
         ),
     ] {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        header(m, name, kind, help);
+        let _ = writeln!(m, "{name} {value}");
     }
 }
 
@@ -147,5 +214,30 @@ pub async fn serve(listener: TcpListener, pins: PinLayout, view: SharedView) {
             body.len()
         );
         let _ = stream.write_all(response.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_is_cumulative_and_ends_with_inf_sum_count() {
+        let mut h = ApplyHistogram::default();
+        for s in [0.0005, 0.003, 0.003, 0.2, 20.0] {
+            h.observe(s);
+        }
+        let mut m = String::new();
+        histogram(&mut m, "x_seconds", "help", &h);
+        assert!(m.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{m}");
+        assert!(m.contains("x_seconds_bucket{le=\"0.005\"} 3\n"), "{m}");
+        assert!(m.contains("x_seconds_bucket{le=\"0.25\"} 4\n"), "{m}");
+        assert!(m.contains("x_seconds_bucket{le=\"10\"} 4\n"), "{m}");
+        assert!(m.contains("x_seconds_bucket{le=\"+Inf\"} 5\nx_seconds_sum 20.2065\nx_seconds_count 5\n"), "{m}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

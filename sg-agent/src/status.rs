@@ -14,6 +14,7 @@ use crate::{
     compile::PolicyCounts,
     conntrack::gc::GcStats,
     datapath::{Attachment, DatapathError, Maps, PinLayout, ProgramInfo, TcAttached, XdpAttached, ifname},
+    policy::ConntrackTimeouts,
     store::follow::{Connection, StoreHealth},
 };
 
@@ -28,6 +29,34 @@ pub struct AgentView {
     pub programs: Vec<ProgramInfo>,
     /// Fleet mode: the store this agent follows, and how that goes.
     pub store: Option<StoreHealth>,
+    /// How long this agent's applies took.
+    pub apply_seconds: ApplyHistogram,
+}
+
+/// Apply durations (validate, compile, write, swap) as a Prometheus histogram: cumulative
+/// counts per upper bound, their sum and count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyHistogram {
+    /// Observations at or below each of [`ApplyHistogram::BOUNDS`].
+    pub buckets: [u64; 12],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl ApplyHistogram {
+    /// Upper bounds in seconds: a small document applies in a millisecond, 10,000 rules in tens
+    /// of milliseconds (SPEC §6 asks for well under a second).
+    pub const BOUNDS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+    pub fn observe(&mut self, seconds: f64) {
+        for (bucket, bound) in self.buckets.iter_mut().zip(Self::BOUNDS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
 }
 
 /// The agent's view for readers outside the agent thread (metrics), refreshed after every job.
@@ -80,6 +109,13 @@ pub struct InterfaceStatus {
     pub audit: bool,
     pub xdp: Option<XdpAttached>,
     pub tc: Option<TcAttached>,
+    /// The instance's own conntrack timeouts (the agent's apply where absent).
+    #[serde(default, skip_serializing_if = "ConntrackTimeouts::is_empty")]
+    pub conntrack_timeouts: ConntrackTimeouts,
+    /// Packets and bytes judged on this interface, by verdict reason (reasons with none left
+    /// out).
+    #[serde(default)]
+    pub counters: BTreeMap<String, CounterValue>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +140,15 @@ pub struct CounterValue {
 /// Reads the status from the maps; `agent` adds what only the running agent knows.
 pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Result<Status, DatapathError> {
     let live = maps.live()?;
+    let mut by_iface = maps.iface_counters();
+    let mut counters_of = |ifindex: u32| -> BTreeMap<String, CounterValue> {
+        by_iface
+            .remove(&ifindex)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), CounterValue { packets: v.packets, bytes: v.bytes }))
+            .collect()
+    };
     let mut interfaces: Vec<InterfaceStatus> = maps
         .live_ifaces()?
         .into_iter()
@@ -122,6 +167,8 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
                 audit: cfg.flags & IFACE_AUDIT != 0,
                 xdp: attached.map(|a| a.xdp),
                 tc: attached.map(|a| a.tc),
+                conntrack_timeouts: own_timeouts(&cfg),
+                counters: counters_of(ifindex),
             }
         })
         .collect();
@@ -136,6 +183,8 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
         audit: v.config.flags & IFACE_AUDIT != 0,
         xdp: None,
         tc: None,
+        conntrack_timeouts: own_timeouts(&v.config),
+        counters: BTreeMap::new(),
     }));
     interfaces.sort_by(|a, b| a.interface.cmp(&b.interface));
     let policy = agent.and_then(|a| a.policy);
@@ -170,6 +219,16 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
         programs: agent.map(|a| a.programs.clone()).unwrap_or_default(),
         store: agent.and_then(|a| a.store.clone()),
     })
+}
+
+/// An interface's own conntrack timeouts, as the policy wrote them.
+fn own_timeouts(cfg: &IfaceConfig) -> ConntrackTimeouts {
+    let t = cfg.timeouts;
+    ConntrackTimeouts {
+        tcp_established: (t.tcp_established != 0).then_some(t.tcp_established),
+        udp: (t.udp != 0).then_some(u32::from(t.udp)),
+        udp_stream: (t.udp_stream != 0).then_some(u32::from(t.udp_stream)),
+    }
 }
 
 /// The human form of `status`.
@@ -225,6 +284,21 @@ pub fn format_human(s: &Status) -> String {
             if i.source_dest_check { ", source/dest check" } else { "" },
             if i.audit { ", AUDIT MODE" } else { "" }
         );
+        let t = &i.conntrack_timeouts;
+        if !t.is_empty() {
+            let show = |v: Option<u32>| v.map_or("agent's".to_owned(), |s| format!("{s} s"));
+            let _ = writeln!(
+                out,
+                "  {:<15} own timeouts: tcp {}, udp {}, udp stream {}",
+                "",
+                show(t.tcp_established),
+                show(t.udp),
+                show(t.udp_stream)
+            );
+        }
+        for (reason, c) in &i.counters {
+            let _ = writeln!(out, "  {:<15} {reason:<32} {:>12} {:>14}", "", c.packets, c.bytes);
+        }
     }
     for p in &s.programs {
         let _ = writeln!(

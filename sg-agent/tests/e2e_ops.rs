@@ -180,9 +180,45 @@ fn prometheus_metrics_expose_the_counters() {
     });
     assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
     assert!(body.contains(&format!("sg_agent_packets_total{{reason=\"dropped_no_rule\"}} {expected}")), "{body}");
-    assert!(body.contains("\nconntrack_allowance_exceeded 0\n"), "{body}");
-    assert!(body.contains("\nconntrack_allowance_available "), "{body}");
+    // EC2's names, inside the agent's namespace; counters end in _total.
+    assert!(body.contains("\nsg_agent_conntrack_allowance_exceeded_total 0\n"), "{body}");
+    assert!(body.contains("\nsg_agent_conntrack_allowance_available "), "{body}");
     assert!(body.contains("\nsg_agent_policy_generation 1\n"), "{body}");
+    assert!(body.contains(&format!("\nsg_agent_build_info{{version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{body}");
+    assert!(body.contains("\nsg_agent_apply_duration_seconds_count 1\n"), "{body}");
+    // Per instance, as EC2 reports per network interface: the three drops are web's.
+    let web_drops = agent.status()["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["interface"] == "veth-web")
+        .map(|i| i["counters"]["dropped_no_rule"]["packets"].as_u64().unwrap_or(0))
+        .unwrap();
+    assert!(web_drops >= 3, "status per interface: {web_drops}");
+    let series = "sg_agent_instance_packets_total{instance=\"web\",interface=\"veth-web\",reason=\"dropped_no_rule\"} ";
+    let scraped: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in {body}"));
+    assert!(scraped >= 3, "{body}");
+    // The exposition format is valid by Prometheus's own checker.
+    let text = body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap();
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup-toolchain.sh installs it)");
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -81,7 +81,7 @@ fn a_thousand_swaps_under_load_never_let_through_what_no_policy_allows() {
         let response = runtime
             .block_on(control::call(
                 &agent.socket,
-                &Request::Apply { document, instances: None },
+                &Request::Apply { document, instances: Vec::new() },
                 Duration::from_secs(30),
             ))
             .unwrap();
@@ -260,7 +260,8 @@ fn a_layout_change_takes_over_enforcement_from_the_older_layout() {
     let pins = agent.pins.clone();
     let remains = agent.stop_and_hand_over();
     // Pretend the state was pinned by an agent of an older layout version.
-    std::fs::rename(pins.join("v1"), pins.join("v0")).unwrap();
+    let (current, older) = (sg_common::LAYOUT_VERSION, sg_common::LAYOUT_VERSION - 1);
+    std::fs::rename(pins.join(format!("v{current}")), pins.join(format!("v{older}"))).unwrap();
     assert!(!tcp_ok(&b.ns, v4(web), 8080), "the older layout's programs keep enforcing");
     assert!(tcp_ok(&a.ns, v4(web), 8080));
 
@@ -269,7 +270,7 @@ fn a_layout_change_takes_over_enforcement_from_the_older_layout() {
     let status = agent.status();
     assert_eq!(status["interfaces"][0]["xdp"], "adopted", "the old links were taken over, not doubled: {status}");
     assert_eq!(status["interfaces"][0]["tc"], "adopted");
-    assert!(!pins.join("v0").exists(), "the older layout's state is removed once taken over");
+    assert!(!pins.join(format!("v{older}")).exists(), "the older layout's state is removed once taken over");
     assert!(!tcp_ok(&b.ns, v4(web), 8080), "still enforcing");
     assert!(tcp_ok(&a.ns, v4(web), 8080));
     let link = must(&["ip", "-n", &topo.node.name, "-d", "link", "show", "veth-web"]);

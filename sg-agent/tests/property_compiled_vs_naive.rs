@@ -185,9 +185,50 @@ fn opposite(dir: Direction) -> Direction {
     }
 }
 
+/// SPEC §3: DHCP on the link (DHCPv4 68 → 67 broadcast, and the server's 67 → 68 from the node
+/// itself — the packets here are forwarded ones, so only a host instance's — ; DHCPv6 546 → 547
+/// at a link-local or link-scoped multicast address, and 547 → 546 from a link-local one) and
+/// traffic with the node's service addresses are not judged.
+fn naive_node_service(doc: &Document, inst: &Instance, dir: Direction, p: &NPkt) -> bool {
+    let (server, server_port, client_port) = match dir {
+        Direction::Egress => (p.dst, p.port, p.sport),
+        Direction::Ingress => (p.src, p.sport, p.port),
+    };
+    if p.proto == 17 {
+        let dhcp = match server {
+            IpAddr::V4(a) => {
+                client_port == 68
+                    && server_port == 67
+                    && match dir {
+                        Direction::Ingress => inst.role == Role::Host,
+                        Direction::Egress => a == Ipv4Addr::BROADCAST,
+                    }
+            }
+            IpAddr::V6(a) => {
+                let link_local = a.segments()[0] & 0xffc0 == 0xfe80;
+                let link_multicast = a.segments()[0] == 0xff02;
+                client_port == 546 && server_port == 547 && (link_local || (dir == Direction::Egress && link_multicast))
+            }
+        };
+        if dhcp {
+            return true;
+        }
+    }
+    doc.node_services.iter().any(|s| {
+        s.addr == server
+            && match s.port {
+                None => true,
+                Some((proto, port)) => proto == p.proto && port == server_port,
+            }
+    })
+}
+
 /// The naive verdict of a new flow's first packet on a local instance's interface.
 fn naive(doc: &Document, inst: &Instance, hook: Hook, p: &NPkt) -> (Reason, bool) {
     let dir = naive_direction(inst.role, hook);
+    if naive_node_service(doc, inst, dir, p) {
+        return (Reason::PassedNodeService, true);
+    }
     let local = match dir {
         Direction::Ingress => p.dst,
         Direction::Egress => p.src,
@@ -338,7 +379,8 @@ fn check_packet(s: &Setup, local_index: usize, hook: Hook, p: &NPkt) -> Result<V
 // `/0` twice: rules for everyone are what makes flows untracked.
 const V4_LENS: [u8; 9] = [0, 0, 8, 16, 20, 24, 28, 30, 32];
 const V6_LENS: [u8; 8] = [0, 0, 64, 100, 112, 120, 126, 128];
-const PORTS: [u16; 16] = [0, 1, 22, 53, 79, 80, 81, 443, 1023, 1024, 8080, 8081, 32768, 65534, 65535, 5353];
+const PORTS: [u16; 20] =
+    [0, 1, 22, 53, 79, 80, 81, 443, 1023, 1024, 8080, 8081, 32768, 65534, 65535, 5353, 67, 68, 546, 547];
 const ICMP_TYPES: [i16; 12] = [-1, 0, 1, 2, 3, 4, 8, 11, 128, 129, 135, 255];
 
 fn small_byte(common: Vec<u8>) -> impl Strategy<Value = u8> {
@@ -679,7 +721,12 @@ impl GenDoc {
                 if !groups.is_empty() || inst.groups_key {
                     o.insert("security_groups".into(), json!(groups));
                 }
-                if let Some(sdc) = inst.source_dest_check {
+                // A local workload without addresses would drop everything with the check on:
+                // an invalid document (SPEC §2), so such an instance goes without the check.
+                let drops_everything = (inst.local || i == 0) && !inst.host && addresses.is_empty();
+                if drops_everything {
+                    o.insert("source_dest_check".into(), json!(false));
+                } else if let Some(sdc) = inst.source_dest_check {
                     o.insert("source_dest_check".into(), json!(sdc));
                 }
                 if inst.audit {
@@ -866,7 +913,17 @@ impl Universe {
                     })
                 }
                 2 if !self.members6.is_empty() => Some(u128::from(self.members6[s.idx % self.members6.len()])),
-                3 => Some([u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 0, u128::MAX][s.idx % 3]),
+                3 => Some(
+                    [
+                        u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                        0,
+                        u128::MAX,
+                        // A node service address, a link-local and the DHCPv6 servers' group.
+                        u128::from(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+                        u128::from(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+                        u128::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2)),
+                    ][s.idx % 6],
+                ),
                 _ => None,
             };
             IpAddr::V6(pick.map_or(s.v6, Ipv6Addr::from))
@@ -884,7 +941,16 @@ impl Universe {
                     })
                 }
                 2 if !self.members4.is_empty() => Some(u32::from(self.members4[s.idx % self.members4.len()])),
-                3 => Some([u32::from(Ipv4Addr::new(192, 0, 2, 1)), 0, u32::MAX][s.idx % 3]),
+                3 => Some(
+                    [
+                        u32::from(Ipv4Addr::new(192, 0, 2, 1)),
+                        0,
+                        u32::MAX,
+                        // Node service addresses.
+                        u32::from(Ipv4Addr::new(169, 254, 169, 254)),
+                        u32::from(Ipv4Addr::new(169, 254, 169, 253)),
+                    ][s.idx % 5],
+                ),
                 _ => None,
             };
             IpAddr::V4(pick.map_or(s.v4, Ipv4Addr::from))
@@ -959,6 +1025,56 @@ proptest! {
         seeds in prop::collection::vec(packet_seed(), 25),
     ) {
         if let Err(msg) = check_document(&doc, &seeds) {
+            return Err(TestCaseError::fail(msg));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// export-aws, then import-aws: the same verdicts as the native document.
+// ---------------------------------------------------------------------------------------------
+
+/// Exports the document to AWS's shape (groups + instances document), imports that back, and
+/// judges every seed packet as a new flow under both: reason and pass must be the same.
+fn check_aws_round_trip(gen_doc: &GenDoc, seeds: &[PktSeed]) -> Result<(), String> {
+    let json = gen_doc.json();
+    let native = setup(&json)?;
+    let (aws, instances) = sg_agent::policy::export::to_aws(&native.doc);
+    let doc = policy::load_all(&aws, &[instances.as_str()])
+        .map_err(|e| format!("import of the export fails: {e}\n{aws}\n{instances}\n  native:\n{json}"))?;
+    let compiled = compile(&doc).map_err(|e| format!("compile of the import fails: {e}"))?;
+    let ids = |c: &Compiled| c.ifaces.iter().map(|i| i.instance.clone()).collect::<Vec<_>>();
+    if ids(&compiled) != ids(&native.compiled) {
+        return Err(format!("the import has other local instances\n{instances}\n  native:\n{json}"));
+    }
+    let imported = Emulator::new(&compiled, |i, _| ifindex(i));
+    let u = Universe::of(&native.doc);
+    for seed in seeds {
+        let (index, hook, p) = resolve(&native.doc, &u, seed);
+        native.emulator.conntrack.borrow_mut().clear();
+        imported.conntrack.borrow_mut().clear();
+        let pkt = packet(&p);
+        let want = judge(&native.emulator, ifindex(index), hook, &pkt, 1_000_000_000);
+        let got = judge(&imported, ifindex(index), hook, &pkt, 1_000_000_000);
+        if (want.reason, want.pass) != (got.reason, got.pass) {
+            return Err(format!(
+                "verdicts differ after export-aws + import-aws: native {want:?}, imported {got:?}\n  packet {p:?} on \
+                 local instance {index} ({hook:?})\n  native:\n{json}\n  AWS:\n{aws}\n  instances:\n{instances}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn export_aws_then_import_aws_gives_the_same_verdicts(
+        doc in document(),
+        seeds in prop::collection::vec(packet_seed(), 1..=40),
+    ) {
+        if let Err(msg) = check_aws_round_trip(&doc, &seeds) {
             return Err(TestCaseError::fail(msg));
         }
     }

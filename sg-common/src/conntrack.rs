@@ -5,7 +5,7 @@
 use crate::{
     maps::{
         CT_F_FIN_ORIGIN, CT_F_FIN_REPLY, CT_F_ORIGIN_TRANSMIT, CT_F_REPLIED, CT_F_STREAM, CT_ICMP_ECHO,
-        CT_RULE_UNKNOWN, CtEntry, CtKey, Settings,
+        CT_RULE_UNKNOWN, CtEntry, CtKey, IfaceTimeouts, Settings,
     },
     orientation::Hook,
     packet::{
@@ -167,17 +167,21 @@ pub enum Tracked {
 /// Advances the entry for a packet of its flow seen at `hook`.
 #[inline(always)]
 ///
-/// `settings` is only called when the entry was last refreshed in an earlier second: one
-/// refreshed this second cannot have expired, and most packets of a busy flow skip the lookup.
+/// `settings` (the agent's timeouts and the interface's instance's own) is only called when the
+/// entry was last refreshed in an earlier second: one refreshed this second cannot have
+/// expired, and most packets of a busy flow skip the lookups.
 pub fn track<'s>(
     entry: &mut CtEntry,
     pkt: &Packet,
     hook: Hook,
     now_ns: u64,
-    settings: impl FnOnce() -> &'s Settings,
+    settings: impl FnOnce() -> (&'s Settings, IfaceTimeouts),
 ) -> Tracked {
-    if entry.last_seen != seconds(now_ns) && is_expired(entry, pkt.proto, settings(), now_ns) {
-        return Tracked::New;
+    if entry.last_seen != seconds(now_ns) {
+        let (s, own) = settings();
+        if is_expired_for(entry, pkt.proto, s, &own, now_ns) {
+            return Tracked::New;
+        }
     }
     let from_origin = origin(entry) as u8 == hook as u8;
     let before = (entry.state, entry.flags);
@@ -221,21 +225,29 @@ fn tcp_flags_seen(entry: &mut CtEntry, flags: u8, from_origin: bool) {
     }
 }
 
-/// The timeout, in seconds, that applies to an entry now.
+/// The timeout, in seconds, that applies to an entry now (with the agent's timeouts only).
 #[inline(always)]
 pub fn timeout_secs(entry: &CtEntry, proto: u8, s: &Settings) -> u32 {
+    timeout_secs_for(entry, proto, s, &IfaceTimeouts::default())
+}
+
+/// The timeout, in seconds, that applies to an entry of an interface whose instance has `own`
+/// timeouts (0: the agent's).
+#[inline(always)]
+pub fn timeout_secs_for(entry: &CtEntry, proto: u8, s: &Settings, own: &IfaceTimeouts) -> u32 {
+    let pick = |own: u32, agent: u32| if own != 0 { own } else { agent };
     match proto {
         IPPROTO_TCP => match CtState::from_u8(entry.state) {
             CtState::SynSent => s.tcp_syn,
             CtState::FinWait => s.tcp_fin,
             CtState::TimeWait | CtState::Closed => s.tcp_closed,
-            CtState::Established | CtState::Open => s.tcp_established,
+            CtState::Established | CtState::Open => pick(own.tcp_established, s.tcp_established),
         },
         IPPROTO_UDP => {
             if entry.flags & CT_F_STREAM != 0 {
-                s.udp_stream
+                pick(u32::from(own.udp_stream), s.udp_stream)
             } else {
-                s.udp
+                pick(u32::from(own.udp), s.udp)
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => s.icmp,
@@ -243,8 +255,43 @@ pub fn timeout_secs(entry: &CtEntry, proto: u8, s: &Settings) -> u32 {
     }
 }
 
-/// Whether an entry has outlived its timeout. The protocol is part of the key, not the entry.
+/// Whether an entry has outlived its timeout (the agent's timeouts only). The protocol is part
+/// of the key, not the entry.
 #[inline(always)]
 pub fn is_expired(entry: &CtEntry, proto: u8, s: &Settings, now_ns: u64) -> bool {
-    seconds(now_ns).saturating_sub(entry.last_seen) > timeout_secs(entry, proto, s)
+    is_expired_for(entry, proto, s, &IfaceTimeouts::default(), now_ns)
+}
+
+/// Whether an entry of an interface whose instance has `own` timeouts has expired.
+#[inline(always)]
+pub fn is_expired_for(entry: &CtEntry, proto: u8, s: &Settings, own: &IfaceTimeouts, now_ns: u64) -> bool {
+    seconds(now_ns).saturating_sub(entry.last_seen) > timeout_secs_for(entry, proto, s, own)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instances_own_timeouts_replace_the_agents() {
+        let s = Settings::DEFAULT;
+        let udp = CtEntry::default();
+        let stream = CtEntry { flags: CT_F_STREAM, ..CtEntry::default() };
+        let tcp = CtEntry { state: CtState::Established as u8, ..CtEntry::default() };
+        let none = IfaceTimeouts::default();
+        assert_eq!(timeout_secs_for(&udp, IPPROTO_UDP, &s, &none), 30);
+        assert_eq!(timeout_secs_for(&stream, IPPROTO_UDP, &s, &none), 180);
+        assert_eq!(timeout_secs_for(&tcp, IPPROTO_TCP, &s, &none), 432_000);
+        let own = IfaceTimeouts { tcp_established: 3600, udp: 60, udp_stream: 90 };
+        assert_eq!(timeout_secs_for(&udp, IPPROTO_UDP, &s, &own), 60);
+        assert_eq!(timeout_secs_for(&stream, IPPROTO_UDP, &s, &own), 90);
+        assert_eq!(timeout_secs_for(&tcp, IPPROTO_TCP, &s, &own), 3600);
+        // The handshake and closing timeouts stay the agent's.
+        let syn = CtEntry { state: CtState::SynSent as u8, ..CtEntry::default() };
+        assert_eq!(timeout_secs_for(&syn, IPPROTO_TCP, &s, &own), s.tcp_syn);
+        let at = |secs: u64| secs * 1_000_000_000;
+        assert!(!is_expired_for(&udp, IPPROTO_UDP, &s, &own, at(60)));
+        assert!(is_expired_for(&udp, IPPROTO_UDP, &s, &own, at(61)));
+        assert!(is_expired_for(&udp, IPPROTO_UDP, &s, &none, at(31)));
+    }
 }

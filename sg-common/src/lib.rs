@@ -16,4 +16,7 @@ pub mod verdict;
 
 /// Version of the pinned-state layout (map set, key and value layouts). The agent pins under
 /// `<pin-path>/v<LAYOUT_VERSION>`, so an agent never adopts maps it would misread.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// 2: per-instance conntrack timeouts in `IfaceConfig`, the node service table (`SG_SERVICES`),
+/// per-interface verdict counters (`SG_IFACE_COUNTERS`), the `passed_node_service` reason.
+pub const LAYOUT_VERSION: u32 = 2;

@@ -32,6 +32,8 @@ pub mod names {
     pub const RULE_COUNTERS: &str = "SG_RULE_COUNTERS";
     pub const FLOW_EVENTS: &str = "SG_FLOW_EVENTS";
     pub const FLOW_CONFIG: &str = "SG_FLOW_CONFIG";
+    pub const SERVICES: &str = "SG_SERVICES";
+    pub const IFACE_COUNTERS: &str = "SG_IFACE_COUNTERS";
     /// Program names.
     pub const PROG_XDP: &str = "sg_xdp";
     pub const PROG_TC: &str = "sg_tc";
@@ -56,6 +58,8 @@ pub mod capacity {
     pub const RULE_COUNTERS: u32 = 262_144;
     /// Flow-log ring buffer, bytes (a power of two): about 18,000 events.
     pub const FLOW_EVENTS_BYTES: u32 = 1 << 20;
+    /// Node service entries per slot (`node_services` is at most 64 entries).
+    pub const SERVICES: u32 = 256;
 }
 
 /// The IP address an [`Addr`] of `family` holds.
@@ -113,6 +117,19 @@ pub const IFACE_AUDIT: u8 = 1 << 1;
 pub const IFACE_INGRESS_UNTRACKED: u8 = 1 << 2;
 /// [`IfaceConfig::flags`]: the egress table has untracked entries.
 pub const IFACE_EGRESS_UNTRACKED: u8 = 1 << 3;
+/// [`IfaceConfig::flags`]: the slot has node service entries (`SG_SERVICES`) to look up.
+pub const IFACE_NODE_SERVICES: u8 = 1 << 4;
+
+/// An instance's own conntrack timeouts (EC2 sets them per network interface), in seconds;
+/// 0 means the agent's ([`Settings`]).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceTimeouts {
+    pub tcp_established: u32,
+    pub udp: u16,
+    pub udp_stream: u16,
+}
+const _: () = assert!(size_of::<IfaceTimeouts>() == 8);
 
 /// `SG_IFACES` value: what the datapath needs to judge a packet seen on an interface.
 #[repr(C)]
@@ -128,8 +145,34 @@ pub struct IfaceConfig {
     pub role: u8,
     pub flags: u8,
     pub _pad: [u8; 2],
+    /// The instance's conntrack timeouts. In the slot, so they change with the generation.
+    pub timeouts: IfaceTimeouts,
 }
-const _: () = assert!(size_of::<IfaceConfig>() == 16);
+const _: () = assert!(size_of::<IfaceConfig>() == 24);
+
+/// `SG_SERVICES` key: one of the node's service addresses in one slot (SPEC §3). `proto` and
+/// `port` are 0 for "any protocol and port"; else TCP/UDP and the service's port. The value is
+/// unused (`1`).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub slot: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub port: u16,
+    pub addr: Addr,
+}
+const _: () = assert!(size_of::<ServiceKey>() == 24);
+
+/// `SG_IFACE_COUNTERS` key (per-CPU values): one verdict reason on one interface.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfaceCounterKey {
+    pub ifindex: u32,
+    /// [`crate::verdict::Reason`] as u32.
+    pub reason: u32,
+}
+const _: () = assert!(size_of::<IfaceCounterKey>() == 8);
 
 /// `SG_OWN_ADDRS` key: one of an instance's own addresses. The value is unused (`1`).
 #[repr(C)]
@@ -406,6 +449,9 @@ mod pod {
     unsafe impl aya::Pod for ActivePolicy {}
     unsafe impl aya::Pod for IfaceKey {}
     unsafe impl aya::Pod for IfaceConfig {}
+    unsafe impl aya::Pod for IfaceTimeouts {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for IfaceCounterKey {}
     unsafe impl aya::Pod for OwnAddrKey {}
     unsafe impl aya::Pod for PeerKey {}
     unsafe impl aya::Pod for RuleKey {}

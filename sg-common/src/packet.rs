@@ -117,6 +117,9 @@ pub struct Packet {
     pub ip_len: u16,
     /// For `ICMP_ERROR`: the quoted flow.
     pub quoted: Quoted,
+    /// Non-zero if a socket on this node sent the frame (set by the transmit hook, not the
+    /// parser): the node itself, as opposed to traffic it forwards.
+    pub local_origin: u8,
 }
 
 /// What a frame is, as far as the security groups are concerned.
@@ -271,16 +274,19 @@ fn parse_ipv6<V: PacketView>(view: &V, l3: usize, pkt: &mut Packet) -> Frame {
         return Frame::Malformed;
     }
     pkt.proto = next;
-    // Neighbour discovery must pass whatever the policy says (SPEC §3). Only what RFC 4861
-    // and RFC 6980 let a host accept counts: hop limit 255 (sent on this link) and not
-    // fragmented. Anything else claiming to be NDP is judged like any ICMPv6 message.
+    // Neighbour discovery and multicast listener discovery must pass whatever the policy says
+    // (SPEC §3): they are addressing machinery, like ARP. Only what stays on the link counts:
+    // NDP with hop limit 255 (RFC 4861, RFC 6980), MLD queries, reports and dones (130-132, and
+    // MLDv2 reports, 143) with hop limit 1 (RFC 2710, RFC 3810), neither fragmented. Anything
+    // else claiming to be one is judged like any ICMPv6 message.
     // (Reads 4 bytes, not 1: LLVM turns a 1-byte bounds check into `ptr < data_end`, from
     // which the verifier derives no readable range.)
     if next == IPPROTO_ICMPV6
-        && ip.hop_limit == 255
         && pkt.fragment == FRAG_NONE
         && off + 8 <= end
-        && view.read::<[u8; 4]>(off).is_some_and(|[ty, ..]| (133..=137).contains(&ty))
+        && view.read::<[u8; 4]>(off).is_some_and(|[ty, ..]| {
+            (ip.hop_limit == 255 && (133..=137).contains(&ty)) || (ip.hop_limit == 1 && matches!(ty, 130..=132 | 143))
+        })
     {
         return Frame::AddressResolution;
     }

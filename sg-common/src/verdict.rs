@@ -8,9 +8,10 @@
 use crate::{
     conntrack::{self, Tracked},
     maps::{
-        ActivePolicy, CT_RULE_UNKNOWN, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IFACE_EGRESS_UNTRACKED,
-        IFACE_INGRESS_UNTRACKED, IFACE_SOURCE_DEST_CHECK, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
-        RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch, Settings, family_bits, peer_key_bits,
+        ActivePolicy, CT_RULE_UNKNOWN, CtEntry, CtKey, FAMILY_V4, FragKey, FragVerdict, IFACE_AUDIT,
+        IFACE_EGRESS_UNTRACKED, IFACE_INGRESS_UNTRACKED, IFACE_NODE_SERVICES, IFACE_SOURCE_DEST_CHECK, IfaceConfig,
+        IfaceKey, IfaceTimeouts, OwnAddrKey, PeerKey, RULE_KEY_LOOKUP_BITS, RULE_UNTRACKED, RuleKey, RuleMatch,
+        ServiceKey, Settings, family_bits, peer_key_bits,
     },
     orientation::{Direction, Hook, Role},
     packet::{FRAG_FIRST, FRAG_LATER, ICMP_ERROR, IPPROTO_TCP, IPPROTO_UDP, Packet},
@@ -50,16 +51,18 @@ pub enum Reason {
     DroppedNoPolicy = 13,
     /// Audit (dry-run) mode: the policy would have dropped it; passed.
     AuditWouldDrop = 14,
+    /// DHCP, or traffic to or from one of the node's service addresses: never judged (SPEC §3).
+    PassedNodeService = 15,
 }
 
-pub const NUM_REASONS: u32 = 16;
+pub const NUM_REASONS: u32 = 17;
 
 /// `SG_COUNTERS` slot after the verdict reasons: flow-log events not emitted because the
 /// per-CPU budget was spent (a flood), reported as the records' `SKIPDATA`.
-pub const COUNTER_FLOW_EVENTS_SKIPPED: u32 = 15;
+pub const COUNTER_FLOW_EVENTS_SKIPPED: u32 = 16;
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::AllowedByRule,
         Reason::AllowedTracked,
         Reason::AllowedRelated,
@@ -75,7 +78,13 @@ impl Reason {
         Reason::DroppedFragment,
         Reason::DroppedNoPolicy,
         Reason::AuditWouldDrop,
+        Reason::PassedNodeService,
     ];
+
+    /// The reason with this number (`SG_COUNTERS` and `SG_IFACE_COUNTERS` index by it).
+    pub fn from_u32(n: u32) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| *r as u32 == n)
+    }
 
     #[inline(always)]
     pub const fn passes(self) -> bool {
@@ -109,6 +118,7 @@ impl Reason {
             Reason::DroppedFragment => "dropped_fragment",
             Reason::DroppedNoPolicy => "dropped_no_policy",
             Reason::AuditWouldDrop => "audit_would_drop",
+            Reason::PassedNodeService => "passed_node_service",
         }
     }
 }
@@ -162,6 +172,20 @@ pub trait VerdictMaps {
     fn ct_insert(&self, key: &CtKey, entry: &CtEntry) -> bool;
     fn fragment(&self, key: &FragKey) -> Option<FragVerdict>;
     fn remember_fragment(&self, key: &FragKey, verdict: &FragVerdict);
+    /// Whether `SG_SERVICES` holds the key.
+    fn is_node_service(&self, key: &ServiceKey) -> bool;
+
+    /// The conntrack timeouts of the instance on `ifindex` in the live policy (all 0, the
+    /// agent's, if it has none or there is no live policy).
+    #[inline(always)]
+    fn iface_timeouts(&self, ifindex: u32) -> IfaceTimeouts {
+        match self.active() {
+            Some(active) => {
+                self.iface(&IfaceKey { slot: active.slot, ifindex }).map(|c| c.timeouts).unwrap_or_default()
+            }
+            None => IfaceTimeouts::default(),
+        }
+    }
 }
 
 /// Judges an IP packet seen at `hook` on interface `ifindex` at time `now_ns`.
@@ -200,7 +224,7 @@ fn judge_unfragmented<D: VerdictMaps>(dp: &D, ifindex: u32, hook: Hook, pkt: &Pa
     let mut tracked_rule = NO_RULE;
     let tracked = dp.ct_track(&key, |entry| {
         tracked_rule = if entry.rule == CT_RULE_UNKNOWN { NO_RULE } else { u32::from(entry.rule) };
-        conntrack::track(entry, pkt, hook, now_ns, || dp.settings())
+        conntrack::track(entry, pkt, hook, now_ns, || (dp.settings(), dp.iface_timeouts(ifindex)))
     });
     if tracked == Some(Tracked::Pass) {
         return Verdict::tracked(tracked_rule);
@@ -237,6 +261,10 @@ fn judge_by_policy<D: VerdictMaps>(
 ) -> Verdict {
     let role = Role::from_u8(cfg.role);
     let direction = Direction::of(role, hook);
+    // Before the source/destination check: a booting VM asks for its address from 0.0.0.0.
+    if is_node_service(dp, slot, cfg, direction, pkt) {
+        return Verdict::of(Reason::PassedNodeService);
+    }
     let (local, peer, table) = match direction {
         Direction::Ingress => (&pkt.dst, &pkt.src, cfg.ingress_table),
         Direction::Egress => (&pkt.src, &pkt.dst, cfg.egress_table),
@@ -284,6 +312,64 @@ fn judge_by_policy<D: VerdictMaps>(
         return Verdict::of(Reason::DroppedConntrackFull);
     }
     Verdict::by_rule(Reason::AllowedByRule, &rule)
+}
+
+const DHCP_SERVER: u16 = 67;
+const DHCP_CLIENT: u16 = 68;
+const DHCP6_CLIENT: u16 = 546;
+const DHCP6_SERVER: u16 = 547;
+
+/// Whether a packet is DHCP between the instance and the node, or traffic with one of the node's
+/// service addresses (SPEC §3): neither is judged by security groups, as in EC2.
+///
+/// DHCP is the instance's client talking to a server on its link: DHCPv4 from port 68 to 67
+/// broadcast (a booting client has no address yet and never knows the server's), DHCPv6 from
+/// 546 to 547 at a link-local or link-scoped multicast address, and the server's answers (67 to
+/// 68 sent by the node itself to a workload — not forwarded from elsewhere — or received by a
+/// host instance from its link; 547 to 546 from a link-local address, which no router
+/// forwards). DHCP with anything beyond the link is judged like any other traffic (a renewal
+/// unicast to the node passes when the node's address is listed in `node_services`). Service addresses: the service side's address (and, for an entry with a
+/// port, protocol and port) is looked up in the live slot's table — at most two lookups, made
+/// only for packets no tracked flow has taken.
+#[inline(always)]
+fn is_node_service<D: VerdictMaps>(dp: &D, slot: u32, cfg: &IfaceConfig, direction: Direction, pkt: &Packet) -> bool {
+    // The client side is the instance: its outbound traffic leaves from it, inbound comes to it.
+    let (client_port, server_port, server_addr) = match direction {
+        Direction::Egress => (pkt.sport, pkt.dport, &pkt.dst),
+        Direction::Ingress => (pkt.dport, pkt.sport, &pkt.src),
+    };
+    if pkt.proto == IPPROTO_UDP {
+        if pkt.family == FAMILY_V4 && client_port == DHCP_CLIENT && server_port == DHCP_SERVER {
+            let from_the_node = pkt.local_origin != 0 || cfg.role == Role::Host as u8;
+            let to_the_link = server_addr[..4] == [255, 255, 255, 255];
+            match direction {
+                Direction::Ingress if from_the_node => return true,
+                Direction::Egress if to_the_link => return true,
+                _ => {}
+            }
+        }
+        if pkt.family != FAMILY_V4 && client_port == DHCP6_CLIENT && server_port == DHCP6_SERVER {
+            // fe80::/10 (link-local unicast) or ff02::/16 (link-scoped multicast).
+            let link_local = server_addr[0] == 0xfe && server_addr[1] & 0xc0 == 0x80;
+            let link_multicast = server_addr[0] == 0xff && server_addr[1] == 0x02;
+            if link_local || (direction == Direction::Egress && link_multicast) {
+                return true;
+            }
+        }
+    }
+    if cfg.flags & IFACE_NODE_SERVICES == 0 {
+        return false;
+    }
+    let mut key = ServiceKey { slot, family: pkt.family, proto: 0, port: 0, addr: *server_addr };
+    if dp.is_node_service(&key) {
+        return true;
+    }
+    if pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP {
+        key.proto = pkt.proto;
+        key.port = server_port;
+        return dp.is_node_service(&key);
+    }
+    false
 }
 
 /// The rule lookup: peer address → peer class (LPM), then (class, protocol, port) → rule (LPM).

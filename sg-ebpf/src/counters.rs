@@ -1,20 +1,34 @@
 //! Per-CPU counters: packets and bytes by verdict reason, and hits per rule.
 
 use sg_common::{
-    maps::Counter,
+    maps::{Counter, IfaceCounterKey},
     verdict::{COUNTER_FLOW_EVENTS_SKIPPED, Reason},
 };
 
-use crate::maps::{SG_COUNTERS, SG_RULE_COUNTERS};
+use crate::maps::{SG_COUNTERS, SG_IFACE_COUNTERS, SG_RULE_COUNTERS};
 
-/// Counts a packet under its verdict reason.
+/// Counts a packet under its verdict reason, for the node and for its interface.
 #[inline(always)]
-pub fn count(reason: Reason, bytes: usize) {
+pub fn count(ifindex: u32, reason: Reason, bytes: usize) {
     if let Some(counter) = SG_COUNTERS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot; programs do not migrate CPUs mid-run.
         unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes as u64;
+        }
+    }
+    let key = IfaceCounterKey { ifindex, reason: reason as u32 };
+    match SG_IFACE_COUNTERS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value of a per-CPU hash element.
+        Some(counter) => unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes as u64;
+        },
+        None => {
+            // First packet of this reason on this interface and CPU (BPF_NOEXIST: another CPU's
+            // insert does not clobber; a full map only loses the per-interface count).
+            let first = Counter { packets: 1, bytes: bytes as u64 };
+            let _ = SG_IFACE_COUNTERS.insert(&key, &first, 1);
         }
     }
 }

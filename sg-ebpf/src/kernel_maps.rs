@@ -6,12 +6,14 @@ use sg_common::{
     conntrack::Tracked,
     maps::{
         ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
-        RuleKey, RuleMatch, Settings,
+        RuleKey, RuleMatch, ServiceKey, Settings,
     },
     verdict::VerdictMaps,
 };
 
-use crate::maps::{SG_ACTIVE, SG_CONNTRACK, SG_FRAGMENTS, SG_IFACES, SG_OWN_ADDRS, SG_PEERS, SG_RULES, SG_SETTINGS};
+use crate::maps::{
+    SG_ACTIVE, SG_CONNTRACK, SG_FRAGMENTS, SG_IFACES, SG_OWN_ADDRS, SG_PEERS, SG_RULES, SG_SERVICES, SG_SETTINGS,
+};
 
 pub struct KernelMaps;
 
@@ -84,6 +86,11 @@ impl VerdictMaps for KernelMaps {
         // Best effort: an LRU insert only fails on allocation failure, and then the later
         // fragments are dropped, which is the safe side.
         let _ = SG_FRAGMENTS.insert(key, verdict, 0);
+    }
+
+    #[inline(always)]
+    fn is_node_service(&self, key: &ServiceKey) -> bool {
+        SG_SERVICES.get_ptr(key).is_some()
     }
 }
 

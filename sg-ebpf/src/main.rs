@@ -39,7 +39,7 @@ const TC_PULL_LEN: u32 = 256;
 pub fn sg_xdp(ctx: XdpContext) -> u32 {
     let view = CtxView::new(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data());
     let ifindex = ctx.ingress_ifindex() as u32;
-    if process(&view, ifindex, Hook::Receive) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+    if process(&view, ifindex, Hook::Receive, false) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 #[classifier]
@@ -53,7 +53,11 @@ pub fn sg_tc(ctx: TcContext) -> i32 {
     let view = CtxView::new(ctx.data(), ctx.data_end(), frame_len as usize);
     // SAFETY: the context pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if process(&view, ifindex, Hook::Transmit) {
+    // A frame a socket of this node sent carries it; a forwarded one carries none. (Only
+    // compared with null, never dereferenced.)
+    // SAFETY: as above; `sk` is the pointer member of the union.
+    let local_origin = unsafe { !(*ctx.skb.skb).__bindgen_anon_2.sk.is_null() };
+    if process(&view, ifindex, Hook::Transmit, local_origin) {
         // TCX_NEXT / "continue": let any later program on the interface have its say.
         TC_ACT_UNSPEC
     } else {
@@ -83,7 +87,7 @@ pub fn sg_bench_parse(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
+fn process(view: &CtxView, ifindex: u32, hook: Hook, local_origin: bool) -> bool {
     let Some(pkt) = SG_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -97,6 +101,7 @@ fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
         Frame::NonIp => Verdict::of(Reason::DroppedNonIp),
         Frame::Malformed => Verdict::of(Reason::DroppedMalformed),
         Frame::Ip => {
+            pkt.local_origin = u8::from(local_origin);
             // The coarse clock (CLOCK_MONOTONIC at jiffy resolution) is several times cheaper to
             // read, and conntrack keeps time in whole seconds.
             // SAFETY: no preconditions.
@@ -109,7 +114,7 @@ fn process(view: &CtxView, ifindex: u32, hook: Hook) -> bool {
             verdict
         }
     };
-    count(verdict.reason, bytes);
+    count(ifindex, verdict.reason, bytes);
     verdict.pass
 }
 

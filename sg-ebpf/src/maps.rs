@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use sg_common::{
     maps::{
-        ActivePolicy, Counter, CtEntry, CtKey, FlowConfig, FragKey, FragVerdict, IfaceConfig, IfaceKey, OwnAddrKey,
-        PeerKey, RuleKey, RuleMatch, Settings, capacity,
+        ActivePolicy, Counter, CtEntry, CtKey, FlowConfig, FragKey, FragVerdict, IfaceConfig, IfaceCounterKey,
+        IfaceKey, OwnAddrKey, PeerKey, RuleKey, RuleMatch, ServiceKey, Settings, capacity,
     },
     packet::Packet,
     verdict::NUM_REASONS,
@@ -43,6 +43,18 @@ pub static SG_CONNTRACK: HashMap<CtKey, CtEntry> = HashMap::pinned(capacity::CON
 /// entry only drops the rest of a fragment train, which the sender retransmits.
 #[map]
 pub static SG_FRAGMENTS: LruHashMap<FragKey, FragVerdict> = LruHashMap::pinned(capacity::FRAGMENTS, 0);
+
+/// (slot, family, protocol, port, address): the node's service addresses (SPEC §3).
+#[map]
+pub static SG_SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(2 * capacity::SERVICES, 0);
+
+/// Per-CPU packet and byte counts by interface and verdict reason (EC2 reports per network
+/// interface, so an operator can tell which instance is flooded or dropping).
+#[map]
+pub static SG_IFACE_COUNTERS: PerCpuHashMap<IfaceCounterKey, Counter> =
+    // Every reason of every interface, two slots' worth (interfaces of the generation before
+    // still count while they go).
+    PerCpuHashMap::pinned(2 * capacity::IFACES * NUM_REASONS, 0);
 
 /// Per-CPU packet and byte counts by verdict reason.
 #[map]

@@ -239,6 +239,20 @@ pub fn neighbour_solicitation(src: [u8; 16], target: [u8; 16], hop_limit: u8) ->
     ip.frame()
 }
 
+/// An MLDv2 listener report (ICMPv6 143) from `src`, behind a hop-by-hop header as hosts send
+/// it, with the given hop limit (1 on the link).
+pub fn mld_report(src: [u8; 16], hop_limit: u8) -> Vec<u8> {
+    let body = vec![143, 0, 0, 0, 0, 0, 0, 0];
+    let mut dst = [0u8; 16];
+    dst[0] = 0xff;
+    dst[1] = 0x02;
+    dst[15] = 0x16;
+    let mut ip = Ipv6::new(src, dst, IPPROTO_ICMPV6, body);
+    ip.hop_limit = hop_limit;
+    ip.ext = vec![Ext::HopByHop];
+    ip.frame()
+}
+
 /// An ICMP error (`ty`/`code`) from `router` to `dst`, quoting `quoted` (an IP packet, cut to
 /// its header + 8 bytes as routers do).
 pub fn icmp4_error(router: [u8; 4], dst: [u8; 4], ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {

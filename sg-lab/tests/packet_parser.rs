@@ -139,6 +139,10 @@ fn address_resolution_passes_only_as_the_rfcs_define_it() {
     assert_eq!(parse(&frames::neighbour_solicitation(v6(1, 2), v6(1, 1), 255)).0, Frame::AddressResolution);
     // Not from this link: judged like any ICMPv6.
     assert_eq!(parse(&frames::neighbour_solicitation(v6(1, 2), v6(1, 1), 64)).0, Frame::Ip);
+    // Multicast listener reports stay on the link (hop limit 1, behind a hop-by-hop header).
+    let link_local = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+    assert_eq!(parse(&frames::mld_report(link_local, 1)).0, Frame::AddressResolution);
+    assert_eq!(parse(&frames::mld_report(link_local, 2)).0, Frame::Ip);
 }
 
 #[test]

@@ -19,6 +19,18 @@ use std::{
 use anyhow::{Context as _, Result};
 use sg_lab::lab::{Agent, Host, TcpServer, Topology, ping_ok, tcp_ok};
 
+/// Prints to stdout, ignoring a reader that went away: `cargo xtask run | tee demo.log` ended
+/// with Ctrl-C also ends `tee`, and a failed print (println! panics) must never stand between
+/// the demo and its clean-up — a panic there would also reach the lab's `Drop`s, whose own
+/// messages would then abort the process with the namespaces still in place.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 struct Probe<'a> {
     what: &'static str,
     from: &'a Host,
@@ -33,7 +45,7 @@ pub fn run(agent_binary: &Path) -> Result<()> {
     let policy = std::fs::read_to_string(&policy_path).with_context(|| format!("reading {}", policy_path.display()))?;
 
     catch_interrupts();
-    println!("demo: creating namespaces: node, web-1 (veth-web), client, office, internet");
+    say!("demo: creating namespaces: node, web-1 (veth-web), client, office, internet");
     let mut topo = Topology::new();
     topo.add("veth-web", 1, 10);
     topo.add("veth-client", 2, 10);
@@ -55,7 +67,7 @@ pub fn run(agent_binary: &Path) -> Result<()> {
         TcpServer::start(&internet.ns, inet4, 25),
     ];
 
-    println!("demo: starting sg-agent with {}", policy_path.display());
+    say!("demo: starting sg-agent with {}", policy_path.display());
     let agent = Agent::start(agent_binary, &topo.node, &policy, &[]);
 
     let probes = [
@@ -80,7 +92,7 @@ pub fn run(agent_binary: &Path) -> Result<()> {
         Probe { what: "web → internet  HTTP  (tcp/80, egress)", from: web, to: inet4, port: Some(80), expect: true },
         Probe { what: "web → internet  SMTP  (tcp/25, egress)", from: web, to: inet4, port: Some(25), expect: false },
     ];
-    println!("\n{:<42} {:<9} expected", "probe", "result");
+    say!("\n{:<42} {:<9} expected", "probe", "result");
     let mut surprises = 0;
     for p in &probes {
         let ok = match p.port {
@@ -90,21 +102,24 @@ pub fn run(agent_binary: &Path) -> Result<()> {
         if ok != p.expect {
             surprises += 1;
         }
-        println!(
+        say!(
             "{:<42} {:<9} {}",
             p.what,
             if ok { "ALLOWED" } else { "DENIED" },
             if ok == p.expect { "yes" } else { "NO - unexpected!" }
         );
     }
-    println!();
+    say!();
     let status = agent.cli(&["status"]);
-    print!("{}", String::from_utf8_lossy(&status.stdout));
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(&status.stdout);
+    }
 
-    println!("\nThe agent keeps enforcing. Try it yourself (in another shell, as root):");
-    println!("  ip netns exec {} nc -zv {web4} 22          # denied from the internet", internet.ns.name);
-    println!("  ip netns exec {} nc -zv {web4} 22   # allowed from the office", topo.host("veth-office").ns.name);
-    println!(
+    say!("\nThe agent keeps enforcing. Try it yourself (in another shell, as root):");
+    say!("  ip netns exec {} nc -zv {web4} 22          # denied from the internet", internet.ns.name);
+    say!("  ip netns exec {} nc -zv {web4} 22   # allowed from the office", topo.host("veth-office").ns.name);
+    say!(
         "  ip netns exec {} {} status --pin-path {} --socket {}",
         topo.node.name,
         agent_binary.display(),
@@ -112,16 +127,14 @@ pub fn run(agent_binary: &Path) -> Result<()> {
         agent.socket.display()
     );
     if surprises > 0 {
-        println!(
-            "\n{surprises} probe(s) did not behave as the policy says; see the agent log: {}",
-            agent.log.display()
-        );
+        say!("\n{surprises} probe(s) did not behave as the policy says; see the agent log: {}", agent.log.display());
     }
-    println!("\nCtrl-C stops the demo and removes everything it created.");
+    say!("\nCtrl-C stops the demo and removes everything it created.");
     wait_for_interrupt();
-    println!("\ndemo: cleaning up");
+    // Clean up first, talk after: the terminal (or the pipe) may be gone already.
     drop(agent);
     drop(topo);
+    say!("\ndemo: cleaned up");
     Ok(())
 }
 
@@ -131,17 +144,21 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// From here on, SIGINT/SIGTERM only set a flag (so the lab's `Drop`s get to clean up). A
-/// handler, not a blocked mask: child processes (the agent) must still get their signals.
-pub fn catch_interrupts() {
-    // SAFETY: installs an async-signal-safe handler (one atomic store).
+/// From here on, SIGINT, SIGTERM and SIGHUP (the terminal closed) only set a flag, so the lab's
+/// `Drop`s get to clean up; SIGPIPE is ignored (writes to a closed pipe fail instead, and `say!`
+/// ignores that). A handler, not a blocked mask: child processes (the agent) must still get
+/// their signals.
+pub(crate) fn catch_interrupts() {
+    // SAFETY: installs an async-signal-safe handler (one atomic store), and SIG_IGN.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(signal, on_signal as *const () as libc::sighandler_t);
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 
-pub fn wait_for_interrupt() {
+pub(crate) fn wait_for_interrupt() {
     while !INTERRUPTED.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -23,7 +23,7 @@ use sg_lab::{
     lab::{Agent, Fleet, STORE_IP, TcpServer, ping_ok, tcp_ok},
 };
 
-use crate::demo::{catch_interrupts, wait_for_interrupt};
+use crate::demo::{catch_interrupts, say, wait_for_interrupt};
 
 pub fn run(agent_binary: &Path) -> Result<()> {
     if !Path::new(sg_lab::etcd::ETCD).exists() {
@@ -34,12 +34,12 @@ pub fn run(agent_binary: &Path) -> Result<()> {
     let change = examples.join("fleet-changes/batch-joins-app.json");
 
     catch_interrupts();
-    println!("fleet demo: creating namespaces: a fabric, nodes n1, n2, n3, instances db, app, batch");
+    say!("fleet demo: creating namespaces: a fabric, nodes n1, n2, n3, instances db, app, batch");
     let mut fleet = Fleet::new(&["n1", "n2", "n3"]);
     fleet.add("n1", "veth-db", 1, 10);
     fleet.add("n2", "veth-app", 2, 10);
     fleet.add("n3", "veth-batch", 3, 10);
-    println!("fleet demo: starting etcd in {} on {STORE_IP}", fleet.fabric.name);
+    say!("fleet demo: starting etcd in {} on {STORE_IP}", fleet.fabric.name);
     let etcd = Etcd::cluster(1, Options::in_netns(&fleet.fabric, STORE_IP));
     let url = etcd.url();
     let fleet_cmd = |args: &[&str]| -> Result<String> {
@@ -57,14 +57,14 @@ pub fn run(agent_binary: &Path) -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
 
-    println!("fleet demo: sg-agent fleet apply {}", policy.display());
+    say!("fleet demo: sg-agent fleet apply {}", policy.display());
     let written = fleet_cmd(&["apply", policy.to_str().context("path")?])?;
-    print!("  {written}");
+    say!("  {}", written.trim_end());
     let revision = revision_of(&written)?;
     let agents: Vec<(&str, Agent)> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|n| {
-            println!("fleet demo: starting the agent of {n}: sg-agent run --store {url} --node {n}");
+            say!("fleet demo: starting the agent of {n}: sg-agent run --store {url} --node {n}");
             (n, Agent::start_fleet(agent_binary, &fleet.node(n).node, &url, n, &[]))
         })
         .collect();
@@ -77,35 +77,35 @@ pub fn run(agent_binary: &Path) -> Result<()> {
     let db6 = db.v6.context("db has no IPv6")?;
     let _servers = [TcpServer::start(&db.ns, db4, 5432), TcpServer::start(&db.ns, db6, 5432)];
     let probe = |what: &str, ok: bool, expect: bool| {
-        println!(
+        say!(
             "{what:<48} {:<8} {}",
             if ok { "ALLOWED" } else { "DENIED" },
             if ok == expect { "as expected" } else { "UNEXPECTED" }
         );
     };
-    println!("\n{:<48} {:<8}", "probe", "result");
+    say!("\n{:<48} {:<8}", "probe", "result");
     probe("app (n2)   → db (n1) PostgreSQL", tcp_ok(&app.ns, db4, 5432), true);
     probe("app (n2)   → db (n1) PostgreSQL, IPv6", tcp_ok(&app.ns, db6, 5432), true);
     probe("app (n2)   → db (n1) ping", ping_ok(&app.ns, db4), true);
     probe("batch (n3) → db (n1) PostgreSQL", tcp_ok(&batch.ns, db4, 5432), false);
 
-    println!("\nfleet demo: batch (an instance of n3) joins sg-app: sg-agent fleet apply {}", change.display());
+    say!("\nfleet demo: batch (an instance of n3) joins sg-app: sg-agent fleet apply {}", change.display());
     let started = Instant::now();
     let written = fleet_cmd(&["apply", change.to_str().context("path")?])?;
     let revision = revision_of(&written)?;
     for (_, agent) in &agents {
         agent.wait_store(revision, Duration::from_secs(10));
     }
-    print!("  {written}");
-    println!("  live on all three agents {:.0} ms after the write began", started.elapsed().as_secs_f64() * 1000.0);
+    say!("  {}", written.trim_end());
+    say!("  live on all three agents {:.0} ms after the write began", started.elapsed().as_secs_f64() * 1000.0);
     probe("batch (n3) → db (n1) PostgreSQL", tcp_ok(&batch.ns, db4, 5432), true);
 
-    println!("\nsg-agent fleet status:");
-    print!("{}", fleet_cmd(&["status"])?);
-    println!("\nThe agents keep following the store. Try it yourself (in another shell, as root):");
-    println!("  ip netns exec {} {} fleet export --store {url}", fleet.fabric.name, agent_binary.display());
+    say!("\nsg-agent fleet status:");
+    say!("{}", fleet_cmd(&["status"])?.trim_end());
+    say!("\nThe agents keep following the store. Try it yourself (in another shell, as root):");
+    say!("  ip netns exec {} {} fleet export --store {url}", fleet.fabric.name, agent_binary.display());
     for (n, agent) in &agents {
-        println!(
+        say!(
             "  ip netns exec {} {} status --pin-path {} --socket {}   # the agent of {n}",
             fleet.node(n).node.name,
             agent_binary.display(),
@@ -113,9 +113,9 @@ pub fn run(agent_binary: &Path) -> Result<()> {
             agent.socket.display()
         );
     }
-    println!("\nCtrl-C stops the demo and removes everything it created.");
+    say!("\nCtrl-C stops the demo and removes everything it created.");
     wait_for_interrupt();
-    println!("\nfleet demo: cleaning up");
+    say!("\nfleet demo: cleaning up");
     drop(agents);
     drop(etcd);
     drop(fleet);

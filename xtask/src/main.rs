@@ -7,6 +7,7 @@
 //!   included (they fail rather than skip if they cannot run).
 //! - `cargo xtask setup` — only the toolchain set-up.
 //! - `cargo xtask modules` — the import graph between modules (no two may import each other).
+//! - `cargo xtask bench`, `cargo xtask soak` — benchmarks and the soak (sg-lab's runners).
 //!
 //! Each installs what is missing first (`scripts/setup-toolchain.sh`), saying what it does.
 
@@ -47,6 +48,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Soak (root): applies, SIGHUPs, interface churn and traffic for 30 minutes; writes
+    /// docs/soak.md.
+    Soak {
+        /// Arguments for the runner: --minutes M, --links N.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run every fuzz target for a bounded time on the committed corpus (cargo-fuzz, nightly).
     Fuzz {
         /// Seconds per target.
@@ -55,6 +63,13 @@ enum Task {
     },
     /// The import graph between each crate's modules; fails on a cycle.
     Modules,
+    /// The demo alone, with an agent already built (what `run` does after building; for tests).
+    #[command(hide = true)]
+    Demo {
+        /// The sg-agent binary.
+        #[arg(long)]
+        agent: std::path::PathBuf,
+    },
     /// Set up, then run every test as root (privileged tests must run, not skip).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -94,22 +109,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
             }
         }
+        Task::Demo { agent } => {
+            require_root("load BPF programs and create network namespaces")?;
+            demo::run(&agent)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Bench { args } => {
             require_root("benchmarks load BPF programs and create network namespaces")?;
-            setup()?;
             // The runner (with its own build of the kernel programs, baseline included) and the
             // agent it starts for the end-to-end figures, as shipped.
-            cargo(&["build", "--release", "-p", "sg-lab", "--bin", "sg-bench", "-p", "sg-agent", "--bin", "sg-agent"])?;
-            let target = workspace_root().join("target/release");
-            let status = Command::new(target.join("sg-bench"))
-                .arg("--out")
-                .arg(workspace_root())
-                .arg("--agent")
-                .arg(target.join("sg-agent"))
-                .args(&args)
-                .status()
-                .context("running sg-bench")?;
-            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            run_lab_binary("sg-bench", &args)
+        }
+        Task::Soak { args } => {
+            require_root("the soak loads BPF programs and creates network namespaces")?;
+            run_lab_binary("sg-soak", &args)
         }
         Task::Modules => {
             modules::check(&workspace_root(), true)?;
@@ -214,6 +227,23 @@ fn fuzz(seconds: u64) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// Builds (release) the sg-lab runner `name` and the agent as shipped, and runs the runner on
+/// the workspace with that agent.
+fn run_lab_binary(name: &str, args: &[String]) -> Result<ExitCode> {
+    setup()?;
+    cargo(&["build", "--release", "-p", "sg-lab", "--bin", name, "-p", "sg-agent", "--bin", "sg-agent"])?;
+    let target = workspace_root().join("target/release");
+    let status = Command::new(target.join(name))
+        .arg("--out")
+        .arg(workspace_root())
+        .arg("--agent")
+        .arg(target.join("sg-agent"))
+        .args(args)
+        .status()
+        .with_context(|| format!("running {name}"))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The pinned nightly of the eBPF build (sg-ebpf/toolchain).

@@ -2,20 +2,21 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, Location, call, decode, print_json, read_pair};
+use super::{CALL_TIMEOUT, CliError, Location, accepted, decode, invalid_in, print_json, print_warnings, read_inputs};
 use crate::{
     agent::ApplySummary,
-    compile,
-    control::{ClientError, Request},
+    control::{self, ClientError, Request},
     datapath::{Maps, PinLayout},
+    policy::Invalid,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     file: PathBuf,
-    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
+    /// `aws ec2 describe-instances` output; may be given more than once.
     #[arg(long)]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -24,22 +25,27 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let (document, instances) = read_pair(&args.file, args.instances.as_deref())?;
-    // Validate here first: a clear error naming the file, and nothing sent.
-    compile::prepare(&document, instances.as_deref())
-        .map_err(|invalid| CliError::Invalid { file: args.file.clone(), invalid })?;
+    let (document, instances) = read_inputs(&args.file, &args.instances)?;
     let pins = PinLayout::new(&args.location.pin_path);
     let before = live_generation(&pins);
-    let data = match call(&args.location.socket, &Request::Apply { document, instances }).await {
-        Err(CliError::Client(e @ (ClientError::NoAnswer | ClientError::Io(_)))) => {
+    // Validated once, by the agent: its problems come back with their JSON paths, and are
+    // printed here with the file's name, as `check` prints them.
+    let request = Request::Apply { document, instances };
+    let response = match control::call(&args.location.socket, &request, CALL_TIMEOUT).await {
+        Err(e @ (ClientError::NoAnswer | ClientError::Io(_))) => {
             return Err(interrupted(&e, before, live_generation(&pins)));
         }
         other => other?,
     };
+    if !response.problems.is_empty() {
+        return Err(invalid_in(&args.file, &args.instances)(Invalid { problems: response.problems }));
+    }
+    let data = accepted(response)?;
     let summary: ApplySummary = decode(data.clone())?;
     if args.json {
         print_json(&data);
     } else {
+        print_warnings(&summary.warnings, &args.file, &args.instances);
         println!("generation {} live ({:.1} ms): {}", summary.generation, summary.apply_ms, summary.counts);
         println!("{}", summary.changes);
         if !summary.waiting.is_empty() {
@@ -67,4 +73,17 @@ fn interrupted(e: &ClientError, before: Option<u64>, after: Option<u64>) -> CliE
         (_, None) => "no pinned state could be read to say what is in force (see `sg-agent status`)".to_owned(),
     };
     CliError::Interrupted(format!("{e}; {outcome}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_apply_says_which_generation_is_live() {
+        let said = |before, after| interrupted(&ClientError::NoAnswer, before, after).to_string();
+        assert!(said(Some(4), Some(5)).contains("generation 5 went live before it stopped"));
+        assert!(said(Some(4), Some(4)).contains("generation 4 (the one before this apply) stays in force"));
+        assert!(said(None, None).contains("no pinned state could be read"));
+    }
 }

@@ -45,7 +45,7 @@ struct FlowFilter {
     #[arg(long)]
     interface: Option<String>,
     /// Either endpoint's address.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::policy::address::parse_ip_arg)]
     address: Option<std::net::IpAddr>,
     /// Either endpoint's port.
     #[arg(long)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{CliError, Location, call, decode, print_json, read_pair};
+use super::{CliError, Location, call, decode, invalid_in, print_json, read_inputs};
 use crate::{
     control::Request,
     explain::{self, Explanation, Query},
@@ -16,11 +16,12 @@ pub struct Args {
     /// ingress or egress, as seen by the instance.
     #[arg(long)]
     direction: Direction,
-    /// tcp, udp, icmp, icmpv6 or a protocol number.
+    /// tcp, udp, icmp, icmpv6 or a protocol number (explain judges one concrete packet, so
+    /// not `all`/`-1`).
     #[arg(long, allow_hyphen_values = true)]
     protocol: String,
     /// The other end: source of inbound, destination of outbound traffic.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::policy::address::parse_ip_arg)]
     peer: std::net::IpAddr,
     /// TCP/UDP destination port.
     #[arg(long)]
@@ -32,9 +33,9 @@ pub struct Args {
     /// Explain against this document instead of the running agent.
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// With an AWS `--policy`: the native document holding `instances`.
+    /// With an AWS `--policy`: its instances documents (native, or describe-instances output).
     #[arg(long)]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -51,12 +52,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         icmp_type: args.icmp_type,
         icmp_code: args.icmp_code,
     };
+    // Options that do not fit the protocol are invalid input, whichever policy is asked.
+    query.check().map_err(CliError::Usage)?;
     let answer: Explanation = match &args.policy {
         Some(file) => {
-            let (document, instances) = read_pair(file, args.instances.as_deref())?;
-            policy::load(&document, instances.as_deref())
+            let (document, instances) = read_inputs(file, &args.instances)?;
+            policy::load_all(&document, &instances)
                 .and_then(|doc| explain::explain(&doc, &query))
-                .map_err(|invalid| CliError::Invalid { file: file.clone(), invalid })?
+                .map_err(invalid_in(file, &args.instances))?
         }
         None => decode(call(&args.location.socket, &Request::Explain { query }).await?)?,
     };

@@ -6,6 +6,7 @@ mod apply;
 mod check;
 mod conntrack;
 mod explain;
+mod export_aws;
 mod fleet;
 mod flows;
 mod import_aws;
@@ -57,8 +58,12 @@ pub enum Command {
     Conntrack(conntrack::Args),
     /// Detach everything and remove the pinned state (stops a running agent).
     Teardown(teardown::Args),
-    /// Convert `aws ec2 describe-security-groups` JSON to a native document.
+    /// Convert `aws ec2 describe-security-groups` (or `describe-security-group-rules`) JSON, with
+    /// its instances documents, to a native document.
     ImportAws(import_aws::Args),
+    /// Convert a native document to `aws ec2 describe-security-groups` JSON and the instances
+    /// document it needs.
+    ExportAws(export_aws::Args),
     /// Wait until an interface is attached with the live generation (for orchestration hooks:
     /// call it before bringing the link up).
     WaitProtected(wait_protected::Args),
@@ -87,12 +92,20 @@ pub enum CliError {
         #[source]
         source: ReadError,
     },
-    /// An input document is invalid: every problem on a line of its own, prefixed with the file.
-    #[error("{}", .invalid.in_file(.file))]
-    Invalid { file: PathBuf, invalid: Invalid },
+    /// An input document is invalid: every problem on a line of its own, prefixed with the file
+    /// it is in (the document or one of its instances files).
+    #[error("{}", .invalid.in_files(.file, .instances))]
+    Invalid { file: PathBuf, instances: Vec<PathBuf>, invalid: Invalid },
     /// Command-line values that do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// An output file could not be written.
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The running agent could not be reached, or its answer read.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -136,6 +149,7 @@ impl CliError {
             | CliError::NotEnforcing(_)
             | CliError::NotProtected(_)
             | CliError::Interrupted(_)
+            | CliError::Write { .. }
             | CliError::Runtime(_) => 1,
         }
     }
@@ -187,6 +201,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Conntrack(args) => conntrack::run(args).await,
         Command::Teardown(args) => teardown::run(args).await,
         Command::ImportAws(args) => import_aws::run(args),
+        Command::ExportAws(args) => export_aws::run(args),
         Command::WaitProtected(args) => wait_protected::run(args).await,
         Command::Fleet(args) => fleet::run(args).await,
     }
@@ -197,9 +212,22 @@ fn read(path: &Path) -> Result<String, CliError> {
     policy::read_file(path).map_err(|source| CliError::Read { path: path.to_path_buf(), source })
 }
 
-/// A document and its optional instances file.
-fn read_pair(file: &Path, instances: Option<&Path>) -> Result<(String, Option<String>), CliError> {
-    Ok((read(file)?, instances.map(read).transpose()?))
+/// A document and its instances files.
+fn read_inputs(file: &Path, instances: &[PathBuf]) -> Result<(String, Vec<String>), CliError> {
+    Ok((read(file)?, instances.iter().map(|p| read(p)).collect::<Result<_, _>>()?))
+}
+
+/// The error for an invalid document read from `file` with `instances`.
+fn invalid_in(file: &Path, instances: &[PathBuf]) -> impl FnOnce(Invalid) -> CliError {
+    let (file, instances) = (file.to_path_buf(), instances.to_vec());
+    move |invalid| CliError::Invalid { file, instances, invalid }
+}
+
+/// Prints a document's warnings (to stderr: they are not the command's output).
+fn print_warnings(warnings: &[policy::Problem], file: &Path, instances: &[PathBuf]) {
+    for line in policy::warning_lines(warnings, file, instances) {
+        eprintln!("{line}");
+    }
 }
 
 /// How long a command waits for the agent (an apply of a large document included).

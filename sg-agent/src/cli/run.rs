@@ -6,6 +6,7 @@ use sg_common::maps::{Settings, capacity};
 
 use super::{CliError, Location, store_args::StoreArgs};
 use crate::{
+    api::{self, ApiOptions},
     daemon::{self, FleetOptions, RunOptions},
     datapath::{LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
     policy::native::valid_node_name,
@@ -17,9 +18,10 @@ pub struct Args {
     /// Policy document (native, or AWS describe-security-groups JSON with --instances).
     #[arg(long, required_unless_present = "store", conflicts_with = "store")]
     policy: Option<PathBuf>,
-    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
+    /// `aws ec2 describe-instances` output; may be given more than once.
     #[arg(long, conflicts_with = "store")]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     /// This node's name (required with --store): instances whose `node` names another node are
     /// remote members here, even if they give an interface.
     #[arg(long, value_name = "NAME")]
@@ -51,6 +53,21 @@ pub struct Args {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101). Off by default.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the EC2 security-group API (for the AWS CLI's --endpoint-url) on this address;
+    /// `--api` alone listens on 127.0.0.1:8787. Changes are written back to the --policy file,
+    /// which must be a native document.
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = api::DEFAULT_LISTEN,
+        requires = "api_credentials",
+        conflicts_with = "store"
+    )]
+    api: Option<std::net::SocketAddr>,
+    /// The key pairs the API accepts: an AWS CLI credentials file ([profile] sections with
+    /// aws_access_key_id and aws_secret_access_key), private to its owner (mode 0600).
+    #[arg(long, requires = "api")]
+    api_credentials: Option<PathBuf>,
 }
 
 /// Conntrack timeouts, in seconds, within EC2's ranges (SPEC §3).
@@ -93,6 +110,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         gc_interval: Duration::from_secs(args.gc_interval.max(1)),
         flow_window: Duration::from_secs(args.flow_window.max(1)),
         metrics: args.metrics,
+        api: args.api.zip(args.api_credentials).map(|(listen, credentials)| ApiOptions { listen, credentials }),
     })
     .await?;
     Ok(())

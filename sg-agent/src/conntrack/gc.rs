@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use sg_common::{
-    conntrack::is_expired,
+    conntrack::is_expired_for,
     maps::{CtEntry, CtKey, Settings},
 };
 
@@ -96,17 +96,22 @@ impl Drop for Collector {
 pub fn expire(maps: &mut Maps) -> Result<(usize, usize), DatapathError> {
     let settings = maps.read_settings()?;
     let settings = if settings.tcp_established == 0 { Settings::DEFAULT } else { settings };
+    // Each entry expires by its interface's instance's timeouts, as the datapath judges it.
+    let own = super::iface_timeouts(maps);
     let now = monotonic_ns();
     let entries: Vec<(CtKey, CtEntry)> = maps.conntrack_entries();
     let mut removed = 0;
     for (key, entry) in &entries {
-        if !is_expired(entry, key.proto, &settings, now) {
+        let own = own.get(&key.ifindex).copied().unwrap_or_default();
+        if !is_expired_for(entry, key.proto, &settings, &own, now) {
             continue;
         }
         // Re-read right before deleting: the datapath may have replaced the entry with a fresh
         // one since the snapshot (a packet of an expired flow that the rules still allow).
-        let still_expired =
-            maps.conntrack.get(key, 0).is_ok_and(|current| is_expired(&current, key.proto, &settings, monotonic_ns()));
+        let still_expired = maps
+            .conntrack
+            .get(key, 0)
+            .is_ok_and(|current| is_expired_for(&current, key.proto, &settings, &own, monotonic_ns()));
         if still_expired && maps.conntrack.remove(key).is_ok() {
             removed += 1;
         }

@@ -9,8 +9,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 use sg_common::{
-    conntrack::{CtState, is_expired},
-    maps::{CtEntry, CtKey, Settings, addr_to_ip},
+    conntrack::{CtState, is_expired_for, timeout_secs_for},
+    maps::{CtEntry, CtKey, IfaceTimeouts, Settings, addr_to_ip},
     orientation::{Hook, Role},
 };
 
@@ -89,7 +89,13 @@ pub fn live_interfaces(maps: &Maps, names: &BTreeMap<String, String>) -> Result<
         .collect())
 }
 
-fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, now: u64) -> Flow {
+/// Each live interface's own conntrack timeouts (its instance's; 0 = the agent's), as the
+/// datapath applies them: listing and garbage collection use the same.
+pub fn iface_timeouts(maps: &Maps) -> std::collections::HashMap<u32, IfaceTimeouts> {
+    maps.live_ifaces().unwrap_or_default().into_iter().map(|(ifindex, cfg)| (ifindex, cfg.timeouts)).collect()
+}
+
+fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, own: &IfaceTimeouts, now: u64) -> Flow {
     let interface = ifname(key.ifindex);
     let (role, instance) = ifaces.get(&key.ifindex).cloned().unwrap_or((0, None));
     let far = addr_to_ip(key.family, &key.far_addr);
@@ -104,7 +110,7 @@ fn flow(key: &CtKey, entry: &CtEntry, ifaces: &Interfaces, settings: &Settings, 
     // A workload interface receives what its instance sends; a host NIC receives what comes in.
     let inbound = (Role::from_u8(role) == Role::Host) == (origin == Hook::Receive);
     let idle = u64::from(sg_common::conntrack::seconds(now).saturating_sub(entry.last_seen));
-    let timeout = u64::from(sg_common::conntrack::timeout_secs(entry, key.proto, settings));
+    let timeout = u64::from(timeout_secs_for(entry, key.proto, settings, own));
     Flow {
         interface,
         ifindex: key.ifindex,
@@ -131,13 +137,15 @@ fn settings(maps: &Maps) -> Settings {
 /// Live (unexpired) flows matching `filter`.
 pub fn list(maps: &Maps, ifaces: &Interfaces, filter: &Filter) -> Vec<Flow> {
     let settings = settings(maps);
+    let own = iface_timeouts(maps);
+    let own_of = |ifindex: u32| own.get(&ifindex).copied().unwrap_or_default();
     let now = monotonic_ns();
     let mut flows: Vec<Flow> = maps
         .conntrack_entries()
         .iter()
-        .filter(|(k, e)| !is_expired(e, k.proto, &settings, now))
+        .filter(|(k, e)| !is_expired_for(e, k.proto, &settings, &own_of(k.ifindex), now))
         .filter(|(k, _)| matches(filter, k, &ifname(k.ifindex)))
-        .map(|(k, e)| flow(k, e, ifaces, &settings, now))
+        .map(|(k, e)| flow(k, e, ifaces, &settings, &own_of(k.ifindex), now))
         .collect();
     flows.sort_by(|a, b| (&a.interface, a.src, a.src_port).cmp(&(&b.interface, b.src, b.src_port)));
     flows

@@ -14,8 +14,8 @@ use aya::{
 };
 use sg_common::{
     maps::{
-        ActivePolicy, Counter, CtEntry, CtKey, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey, RuleKey, RuleMatch,
-        Settings, names,
+        ActivePolicy, Counter, CtEntry, CtKey, IfaceConfig, IfaceCounterKey, IfaceKey, OwnAddrKey, PeerKey, RuleKey,
+        RuleMatch, ServiceKey, Settings, names,
     },
     verdict::{NUM_REASONS, Reason},
 };
@@ -35,6 +35,10 @@ pub struct Maps {
     pub settings: Array<MapData, Settings>,
     /// Hits per rule, keyed by `RuleMatch::counter`.
     pub rule_counters: PerCpuHashMap<MapData, u64, Counter>,
+    /// The node's service addresses, per slot.
+    pub services: HashMap<MapData, ServiceKey, u32>,
+    /// Packets and bytes by interface and verdict reason.
+    pub iface_counters: PerCpuHashMap<MapData, IfaceCounterKey, Counter>,
     /// What each policy slot holds, when this agent wrote it (`None` after a restart: then it
     /// is read back from the maps once).
     known: [Option<SlotContents>; 2],
@@ -75,6 +79,7 @@ struct SlotContents {
     own: HashSet<OwnAddrKey>,
     peers: StdHashMap<(u32, PeerKey), u32>,
     rules: StdHashMap<(u32, RuleKey), RuleMatch>,
+    services: HashSet<ServiceKey>,
 }
 
 impl SlotContents {
@@ -93,6 +98,7 @@ impl SlotContents {
                 .iter()
                 .map(|r| ((r.prefix_len, RuleKey { slot: 0, ..r.key }), r.value))
                 .collect(),
+            services: compiled.services.iter().map(|k| ServiceKey { slot: 0, ..*k }).collect(),
         }
     }
 
@@ -126,6 +132,13 @@ impl SlotContents {
                 .filter_map(Result::ok)
                 .filter(|(k, _)| k.data().slot == slot)
                 .map(|(k, v)| ((k.prefix_len(), RuleKey { slot: 0, ..k.data() }), v))
+                .collect(),
+            services: maps
+                .services
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.slot == slot)
+                .map(|k| ServiceKey { slot: 0, ..k })
                 .collect(),
         }
     }
@@ -166,6 +179,8 @@ impl Maps {
             counters: take(ebpf, names::COUNTERS)?,
             settings: take(ebpf, names::SETTINGS)?,
             rule_counters: take(ebpf, names::RULE_COUNTERS)?,
+            services: take(ebpf, names::SERVICES)?,
+            iface_counters: take(ebpf, names::IFACE_COUNTERS)?,
             known: [None, None],
             pending_barrier: None,
         })
@@ -183,6 +198,8 @@ impl Maps {
             counters: open(pins, names::COUNTERS)?,
             settings: open(pins, names::SETTINGS)?,
             rule_counters: open(pins, names::RULE_COUNTERS)?,
+            services: open(pins, names::SERVICES)?,
+            iface_counters: open(pins, names::IFACE_COUNTERS)?,
             known: [None, None],
             pending_barrier: None,
         })
@@ -278,6 +295,12 @@ impl Maps {
         for key in new.own.difference(&old.own) {
             self.own_addrs.insert(OwnAddrKey { slot, ..*key }, 1, 0).map_err(|e| map_error(names::OWN_ADDRS, e))?;
         }
+        for key in old.services.difference(&new.services) {
+            self.services.remove(&ServiceKey { slot, ..*key }).map_err(|e| map_error(names::SERVICES, e))?;
+        }
+        for key in new.services.difference(&old.services) {
+            self.services.insert(ServiceKey { slot, ..*key }, 1, 0).map_err(|e| map_error(names::SERVICES, e))?;
+        }
         // Peers and rules are the bulk (tens of thousands of entries for a large policy):
         // written in batches, one syscall per few thousand entries.
         let gone: Vec<Key<PeerKey>> = old
@@ -328,6 +351,30 @@ impl Maps {
         }
         debug_assert!(Reason::ALL.len() as u32 <= NUM_REASONS);
         Ok(out)
+    }
+
+    /// Packets and bytes per interface and verdict reason, summed over CPUs (reasons with no
+    /// packet are absent).
+    pub fn iface_counters(&self) -> BTreeMap<u32, BTreeMap<&'static str, Counter>> {
+        let mut out: BTreeMap<u32, BTreeMap<&'static str, Counter>> = BTreeMap::new();
+        for (key, per_cpu) in self.iface_counters.iter().filter_map(Result::ok) {
+            let Some(reason) = Reason::from_u32(key.reason) else { continue };
+            let sum = out.entry(key.ifindex).or_default().entry(reason.name()).or_default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
+        }
+        out
+    }
+
+    /// Forgets the counters of interface `ifindex` (detached: its index may be reused).
+    pub fn remove_iface_counters(&mut self, ifindex: u32) {
+        let keys: Vec<IfaceCounterKey> =
+            self.iface_counters.keys().filter_map(Result::ok).filter(|k| k.ifindex == ifindex).collect();
+        for k in keys {
+            let _ = self.iface_counters.remove(&k);
+        }
     }
 
     /// Rule hits by counter key, summed over CPUs.

@@ -386,6 +386,7 @@ impl Enforcer {
         match self.attached.remove(interface) {
             Some(a) => {
                 let flows = self.maps.remove_conntrack_of(a.ifindex);
+                self.maps.remove_iface_counters(a.ifindex);
                 log::info!("{interface}: detached ({flows} tracked flows removed)");
             }
             None => log::info!("{interface}: detached"),

@@ -92,24 +92,65 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
-/// One problem in a document, at a JSON path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which input file a problem is in: the policy document, or one of the `--instances` files
+/// (by position), so that every message can name its file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    #[default]
+    Document,
+    Instances(usize),
+}
+
+/// One problem (or warning) in a document, at a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// `security_groups[2].ingress[0].to_port`; empty for the document itself.
     pub path: String,
     pub message: String,
+    #[serde(default)]
+    pub source: Source,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { path: path.into(), message: message.into(), source: Source::Document }
+    }
+
+    /// `file: path: message`, with the file this problem is in.
+    pub fn in_files(&self, document: &std::path::Path, instances: &[std::path::PathBuf]) -> String {
+        let file = match self.source {
+            Source::Document => Some(document),
+            Source::Instances(i) => instances.get(i).map(std::path::PathBuf::as_path),
+        };
+        match (file, self.path.is_empty()) {
+            (Some(file), true) => format!("{}: {}", file.display(), self.message),
+            (Some(file), false) => format!("{}: {}: {}", file.display(), self.path, self.message),
+            (None, _) => self.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Without file names (the agent's answers): say that it is not the policy document.
+        match self.source {
+            Source::Document => {}
+            Source::Instances(0) => f.write_str("(--instances) ")?,
+            Source::Instances(i) => write!(f, "(--instances #{}) ", i + 1)?,
+        }
         if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
-/// Collects problems while a document is read.
+/// Collects problems (which make a document invalid) and warnings (which do not) while a
+/// document is read.
 #[derive(Debug, Default)]
 pub struct Problems {
     pub list: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+    /// The file being read: every problem added is marked with it.
+    pub source: Source,
 }
 
 /// Errors reported beyond this many are summarised: a hostile document with a million bad
@@ -118,7 +159,12 @@ pub const MAX_REPORTED_PROBLEMS: usize = 1000;
 
 impl Problems {
     pub fn add(&mut self, path: &(impl fmt::Display + ?Sized), message: impl Into<String>) {
-        self.list.push(Problem { path: path.to_string(), message: message.into() });
+        self.list.push(Problem { path: path.to_string(), message: message.into(), source: self.source });
+    }
+
+    /// A warning: reported, but the document stays valid.
+    pub fn warn(&mut self, path: &(impl fmt::Display + ?Sized), message: impl Into<String>) {
+        self.warnings.push(Problem { path: path.to_string(), message: message.into(), source: self.source });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -258,7 +304,7 @@ mod tests {
         let j = Json::parse(r#"{"a": 1, "a": 2}"#).unwrap();
         let mut p = Problems::default();
         p.object("x", &j, &["a"]);
-        assert_eq!(p.list, vec![Problem { path: "x.a".into(), message: "key appears more than once".into() }]);
+        assert_eq!(p.list, vec![Problem::new("x.a", "key appears more than once")]);
     }
 
     #[test]

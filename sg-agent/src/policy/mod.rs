@@ -5,17 +5,30 @@
 //! once a document has passed validation with defaults applied: the `default` group is present,
 //! absent `egress` is AWS's allow-all, instances without groups are in `default`.
 
+pub mod address;
 pub mod aws;
+pub mod aws_instances;
+pub mod export;
 pub mod json;
 pub mod native;
+pub mod rule_id;
 #[cfg(test)]
 mod tests;
 
-use std::{fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use ipnet::IpNet;
-pub use json::Problem;
+pub use json::{Problem, Source};
 pub use sg_common::orientation::{Direction, Role};
+
+/// AWS's default quotas: exceeding them is allowed here, with a warning (the same document
+/// would not load into EC2).
+pub mod aws_quotas {
+    /// Inbound or outbound rules per security group (each peer of a rule counts).
+    pub const RULES_PER_DIRECTION: usize = 60;
+    /// Security groups per network interface.
+    pub const GROUPS_PER_INTERFACE: usize = 5;
+}
 
 /// Limits, far above EC2's (60 rules per group and direction, 16 groups per interface), that
 /// keep a hostile or mistaken document from exhausting the agent or the kernel maps.
@@ -31,6 +44,10 @@ pub mod limits {
     pub const INSTANCES: usize = 100_000;
     pub const ADDRESSES_PER_INSTANCE: usize = 64;
     pub const PREFIX_LISTS: usize = 1_000;
+    /// Entries of `node_services`.
+    pub const NODE_SERVICES: usize = 64;
+    /// Entries of a `describe-security-group-rules` listing (one per group, direction and peer).
+    pub const AWS_RULE_ENTRIES: usize = 1_000_000;
     pub const CIDRS_PER_PREFIX_LIST: usize = 10_000;
     /// Id, name and description length.
     pub const TEXT_LEN: usize = 1024;
@@ -40,12 +57,119 @@ pub mod limits {
 pub const DEFAULT_GROUP: &str = "default";
 
 /// A validated policy document with defaults applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Document {
-    /// Always contains [`DEFAULT_GROUP`].
+    /// Contains [`DEFAULT_GROUP`], unless an AWS document brought its own `default`-named group
+    /// (which then is the default of its VPC).
     pub security_groups: Vec<SecurityGroup>,
     pub prefix_lists: Vec<PrefixList>,
     pub instances: Vec<Instance>,
+    /// The node's service addresses (SPEC §3): traffic to and from them, and DHCP, is never
+    /// judged. EC2's link-local services unless the document says otherwise.
+    pub node_services: Vec<NodeService>,
+    /// What is valid but probably not meant (SPEC §2): printed by `check`, `apply` and `run`.
+    pub warnings: Vec<Problem>,
+}
+
+/// One of the node's service addresses: `169.254.169.254` (any protocol and port), or
+/// `169.254.169.253:udp/53` (one protocol and port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeService {
+    pub addr: IpAddr,
+    /// Protocol number and port; `None`: any.
+    pub port: Option<(u8, u16)>,
+}
+
+impl NodeService {
+    /// EC2's link-local services: metadata, DNS, time, task metadata, licensing (IPv4); metadata,
+    /// DNS, time (IPv6).
+    pub fn ec2_defaults() -> Vec<NodeService> {
+        [
+            "169.254.169.254",
+            "169.254.169.253",
+            "169.254.169.123",
+            "169.254.170.2",
+            "169.254.169.250",
+            "fd00:ec2::254",
+            "fd00:ec2::253",
+            "fd00:ec2::123",
+        ]
+        .iter()
+        .filter_map(|a| address::parse_ip(a).ok())
+        .map(|addr| NodeService { addr, port: None })
+        .collect()
+    }
+
+    /// `addr`, `addr:proto/port` or `[v6]:proto/port` (proto `tcp` or `udp`).
+    pub fn parse(text: &str) -> Result<NodeService, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a service address (like 169.254.169.254, 169.254.169.253:udp/53, [fd00:ec2::253]:udp/53)"
+            )
+        };
+        let (addr, rest) = if let Some(inner) = text.strip_prefix('[') {
+            let (addr, rest) = inner.split_once(']').ok_or_else(bad)?;
+            (addr, Some(rest.strip_prefix(':').ok_or_else(bad)?))
+        } else if text.matches(':').count() == 1 {
+            let (addr, rest) = text.split_once(':').ok_or_else(bad)?;
+            (addr, Some(rest))
+        } else {
+            (text, None)
+        };
+        let addr = address::parse_ip(addr).map_err(|e| format!("{text:?}: {e}"))?;
+        if let Some(why) = address::not_unicast(&addr) {
+            return Err(format!("{text:?}: {addr} is {why}, not a service address"));
+        }
+        let port = match rest {
+            None => None,
+            Some(rest) => {
+                let (proto, port) = rest.split_once('/').ok_or_else(bad)?;
+                let proto = match proto {
+                    "tcp" => sg_common::packet::IPPROTO_TCP,
+                    "udp" => sg_common::packet::IPPROTO_UDP,
+                    _ => return Err(format!("{text:?}: the protocol of a service is tcp or udp")),
+                };
+                let digits = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+                let port = port.parse::<u16>().ok().filter(|_| digits).ok_or_else(bad)?;
+                Some((proto, port))
+            }
+        };
+        Ok(NodeService { addr, port })
+    }
+}
+
+impl fmt::Display for NodeService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.addr, self.port) {
+            (addr, None) => write!(f, "{addr}"),
+            (addr, Some((proto, port))) => {
+                let proto = Protocol::from_number(proto);
+                if addr.is_ipv6() { write!(f, "[{addr}]:{proto}/{port}") } else { write!(f, "{addr}:{proto}/{port}") }
+            }
+        }
+    }
+}
+
+/// An instance's own conntrack timeouts, in seconds (EC2's `ConnectionTrackingSpecification`);
+/// `None` keeps the agent's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ConntrackTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_established: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_stream: Option<u32>,
+}
+
+impl ConntrackTimeouts {
+    /// EC2's ranges (SPEC §3), by field name.
+    pub const RANGES: [(&'static str, u32, u32); 3] =
+        [("tcp_established", 60, 432_000), ("udp", 30, 60), ("udp_stream", 60, 180)];
+
+    pub fn is_empty(&self) -> bool {
+        *self == ConntrackTimeouts::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +200,7 @@ impl SecurityGroup {
                 ports: Ports::All,
                 peers: vec![Peer::Group(DEFAULT_GROUP.to_owned())],
                 description: None,
+                id: None,
             }],
             egress: Rule::allow_all_outbound(),
         }
@@ -89,6 +214,10 @@ pub struct Rule {
     /// At least one. A rule with several peers is several rules (SPEC §2).
     pub peers: Vec<Peer>,
     pub description: Option<String>,
+    /// EC2's security group rule id (`sgr-` and 17 hex digits), kept so that an id the EC2 API
+    /// handed out survives restarts; only on a rule with exactly one peer, as EC2 has one rule
+    /// per peer. A rule without one is known by [`rule_id::derived`].
+    pub id: Option<String>,
 }
 
 impl Rule {
@@ -99,6 +228,7 @@ impl Rule {
             ports: Ports::All,
             peers: vec![Peer::Cidr(IpNet::V4(Default::default())), Peer::Cidr(IpNet::V6(Default::default()))],
             description: None,
+            id: None,
         }]
     }
 }
@@ -240,6 +370,55 @@ pub struct PrefixList {
     pub id: String,
     pub name: Option<String>,
     pub cidrs: Vec<IpNet>,
+    /// What EC2 keeps about a managed prefix list beyond its entries.
+    pub meta: PrefixListMeta,
+}
+
+/// A prefix list's description and EC2's managed-prefix-list attributes: kept and written back,
+/// never needed for enforcement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrefixListMeta {
+    pub description: Option<String>,
+    /// The most entries the list may hold (`max_entries`).
+    pub max_entries: Option<u32>,
+    /// All entries of one family, as in EC2 (`address_family`); `None`: either.
+    pub address_family: Option<AddressFamily>,
+    /// EC2's version number, raised by every change of entries (`version`; 1 when absent).
+    pub version: Option<u64>,
+    /// Descriptions of entries, by CIDR.
+    pub entry_descriptions: BTreeMap<IpNet, String>,
+}
+
+/// EC2's `AddressFamily` of a managed prefix list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl AddressFamily {
+    /// As EC2 spells it: `IPv4`, `IPv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressFamily::Ipv4 => "IPv4",
+            AddressFamily::Ipv6 => "IPv6",
+        }
+    }
+
+    pub fn from_name(text: &str) -> Option<AddressFamily> {
+        match text {
+            "IPv4" => Some(AddressFamily::Ipv4),
+            "IPv6" => Some(AddressFamily::Ipv6),
+            _ => None,
+        }
+    }
+
+    pub fn of(net: &IpNet) -> AddressFamily {
+        match net {
+            IpNet::V4(_) => AddressFamily::Ipv4,
+            IpNet::V6(_) => AddressFamily::Ipv6,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +433,8 @@ pub struct Instance {
     pub source_dest_check: bool,
     /// Audit (dry-run) mode: count what would be dropped, pass it.
     pub audit: bool,
+    /// Its own conntrack timeouts (SPEC §3), if any.
+    pub conntrack_timeouts: ConntrackTimeouts,
     /// The node it runs on (fleet mode, SPEC §8). An agent given a node name (`run --node`,
     /// always in store mode) enforces only instances of its own node: an instance of another
     /// node is a remote member there even if it names an interface. Without a node name the
@@ -321,13 +502,34 @@ impl std::error::Error for Invalid {}
 
 impl Invalid {
     pub fn one(path: &str, message: impl Into<String>) -> Invalid {
-        Invalid { problems: vec![Problem { path: path.to_owned(), message: message.into() }] }
+        Invalid { problems: vec![Problem::new(path, message)] }
     }
 
     /// As `check` prints it: one line per problem, each prefixed with the file.
     pub fn in_file(&self, file: &std::path::Path) -> String {
-        self.to_string().lines().map(|l| format!("{}: {l}", file.display())).collect::<Vec<_>>().join("\n")
+        self.in_files(file, &[])
     }
+
+    /// One line per problem, each prefixed with the file it is in (the document, or one of the
+    /// instances files).
+    pub fn in_files(&self, document: &std::path::Path, instances: &[std::path::PathBuf]) -> String {
+        let shown = self.problems.len().min(json::MAX_REPORTED_PROBLEMS);
+        let mut lines: Vec<String> =
+            self.problems.iter().take(shown).map(|p| p.in_files(document, instances)).collect();
+        if self.problems.len() > shown {
+            lines.push(format!("... and {} more problems", self.problems.len() - shown));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Warnings as the CLI prints them: `warning: file: path: message`, one per line.
+pub fn warning_lines(
+    warnings: &[Problem],
+    document: &std::path::Path,
+    instances: &[std::path::PathBuf],
+) -> Vec<String> {
+    warnings.iter().map(|w| format!("warning: {}", w.in_files(document, instances))).collect()
 }
 
 /// Why a policy file could not be read as text.
@@ -382,20 +584,38 @@ pub fn text(mut bytes: Vec<u8>) -> Result<String, ReadError> {
     String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
-/// Reads a policy: a native document, or an AWS `describe-security-groups` document with an
-/// optional native document of `instances` (and `prefix_lists`).
+/// Reads a policy: a native document, or an AWS document (`describe-security-groups` or
+/// `describe-security-group-rules`) with an optional instances document.
 pub fn load(document: &str, instances: Option<&str>) -> Result<Document, Invalid> {
+    load_all(document, instances.as_slice())
+}
+
+/// Reads a policy with any number of instances documents (each native `instances` and
+/// `prefix_lists`, or `aws ec2 describe-instances` output). Problems in an instances document
+/// are marked with its position ([`Source::Instances`]).
+pub fn load_all<S: AsRef<str>>(document: &str, instances: &[S]) -> Result<Document, Invalid> {
     let json = native::parse_json(document)?;
     if aws::is_aws(&json) {
-        let instances = instances.map(native::parse_json).transpose().map_err(|mut e| {
-            for p in &mut e.problems {
-                p.path = format!("--instances {}", p.path).trim_end().to_owned();
+        let mut parsed = Vec::new();
+        let mut problems = Vec::new();
+        for (i, text) in instances.iter().enumerate() {
+            match native::parse_json(text.as_ref()) {
+                Ok(j) => parsed.push(j),
+                Err(e) => {
+                    problems.extend(e.problems.into_iter().map(|p| Problem { source: Source::Instances(i), ..p }))
+                }
             }
-            e
-        })?;
-        aws::read_document(&json, instances.as_ref())
-    } else if instances.is_some() {
-        Err(Invalid::one("", "--instances is for AWS input (describe-security-groups JSON); this is a native document"))
+        }
+        if !problems.is_empty() {
+            return Err(Invalid { problems });
+        }
+        aws::read_document(&json, &parsed)
+    } else if !instances.is_empty() {
+        Err(Invalid::one(
+            "",
+            "--instances is for AWS input (describe-security-groups or describe-security-group-rules JSON); this is a \
+             native document",
+        ))
     } else {
         native::read_document(&json)
     }

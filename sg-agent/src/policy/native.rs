@@ -4,15 +4,27 @@
 //! its own; [`assemble`] checks what spans objects (duplicate ids, references, interfaces) and
 //! applies the defaults. The AWS reader produces groups and reuses `assemble`.
 
-use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr};
+use std::{collections::HashMap, fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
 use super::{
-    DEFAULT_GROUP, Document, Instance, Invalid, Peer, Ports, PrefixList, Protocol, Role, Rule, SecurityGroup,
+    AddressFamily, ConntrackTimeouts, DEFAULT_GROUP, Document, Instance, Invalid, NodeService, Peer, Ports, PrefixList,
+    PrefixListMeta, Protocol, Role, Rule, SecurityGroup, address,
     json::{At, Json, Key, Problems, field, index, join},
-    limits,
+    limits, rule_id,
 };
+
+/// A group or prefix-list reference in a rule, with what is needed to check it.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub peer: Peer,
+    /// The reference's JSON path.
+    pub path: String,
+    /// The rule's protocol (a prefix list or group with no address of its family matches
+    /// nothing: a warning).
+    pub protocol: Protocol,
+}
 
 /// A group as read, with the paths needed to report cross-object problems.
 #[derive(Debug, Clone)]
@@ -21,8 +33,13 @@ pub struct ReadGroup {
     pub path: String,
     /// The path of its id (`id` in a native document, `GroupId` in an AWS one).
     pub id_path: String,
-    /// Every group / prefix-list reference in its rules, with the reference's path.
-    pub references: Vec<(Peer, String)>,
+    /// Every group / prefix-list reference in its rules.
+    pub references: Vec<Reference>,
+    /// The keys of its rule lists (`ingress`/`egress`, or AWS's `IpPermissions`/
+    /// `IpPermissionsEgress`), for warnings about them.
+    pub rule_keys: [&'static str; 2],
+    /// Its VPC (AWS input), for finding each VPC's default group.
+    pub vpc_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +54,23 @@ pub struct ReadInstance {
     pub path: String,
     /// Whether the document listed groups (else it joins `default`).
     pub groups_listed: bool,
+    /// The VPC it is in (AWS input with several VPCs: which `default` group it joins).
+    pub vpc_id: Option<String>,
+    /// The file it is in.
+    pub source: super::Source,
+    /// Whether reading it found no problem (checks of the whole instance are only made then).
+    pub clean: bool,
+    /// The keys the entry gave (an entry of only `id`, `interface`, `role`, `audit` binds an
+    /// AWS network interface to a local interface).
+    pub keys: Vec<String>,
+}
+
+impl ReadInstance {
+    /// Whether this native entry only says where an instance described elsewhere (AWS
+    /// `describe-instances`) is on this node.
+    pub fn is_binding(&self) -> bool {
+        self.keys.iter().all(|k| matches!(k.as_str(), "id" | "interface" | "role" | "audit" | "node"))
+    }
 }
 
 /// Parses and validates a native document.
@@ -59,13 +93,30 @@ pub fn parse_json(text: &str) -> Result<Json, Invalid> {
 /// Validates a parsed native document.
 pub fn read_document(json: &Json) -> Result<Document, Invalid> {
     let mut p = Problems::default();
-    let Some(top) = p.object("", json, &["security_groups", "prefix_lists", "instances"]) else {
+    let Some(top) = p.object("", json, &["security_groups", "prefix_lists", "instances", "node_services"]) else {
         return Err(Invalid { problems: p.list });
     };
     let groups = field(top, "security_groups").map(|v| read_groups(&mut p, "security_groups", v)).unwrap_or_default();
     let lists = field(top, "prefix_lists").map(|v| read_prefix_lists(&mut p, "prefix_lists", v)).unwrap_or_default();
     let instances = field(top, "instances").map(|v| read_instances(&mut p, "instances", v)).unwrap_or_default();
-    assemble(p, groups, lists, instances)
+    let services = field(top, "node_services").map(|v| read_node_services(&mut p, "node_services", v));
+    assemble(p, Parts { groups, lists, instances, node_services: services, builtin_default: true })
+}
+
+/// `node_services`: service addresses, each `addr`, `addr:proto/port` or `[v6]:proto/port`.
+pub fn read_node_services(p: &mut Problems, path: &str, value: &Json) -> Vec<NodeService> {
+    let Some(items) = p.array(path, value, limits::NODE_SERVICES) else { return Vec::new() };
+    let mut out: Vec<NodeService> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ipath = At(path, i);
+        let Some(text) = p.string(&ipath, item) else { continue };
+        match NodeService::parse(text) {
+            Ok(s) if out.contains(&s) => p.add(&ipath, format!("{s} is listed twice")),
+            Ok(s) => out.push(s),
+            Err(e) => p.add(&ipath, e),
+        }
+    }
+    out
 }
 
 pub fn read_groups(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadGroup> {
@@ -99,26 +150,29 @@ pub fn read_groups(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadGroup>
                 path,
                 id_path,
                 references,
+                rule_keys: ["ingress", "egress"],
+                vpc_id: None,
             });
         }
     }
     out
 }
 
-fn read_rules(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<(Peer, String)>) -> Vec<Rule> {
+fn read_rules(p: &mut Problems, path: &str, value: &Json, references: &mut Vec<Reference>) -> Vec<Rule> {
     let Some(items) = p.array(path, value, limits::RULES_PER_GROUP) else {
         return Vec::new();
     };
     items.iter().enumerate().filter_map(|(i, item)| read_rule(p, &At(path, i), item, references)).collect()
 }
 
-const RULE_KEYS: &[&str] = &["protocol", "from_port", "to_port", "cidrs", "groups", "prefix_lists", "description"];
+const RULE_KEYS: &[&str] =
+    &["protocol", "from_port", "to_port", "cidrs", "groups", "prefix_lists", "description", "id"];
 
 fn read_rule(
     p: &mut Problems,
     path: &(impl fmt::Display + ?Sized),
     value: &Json,
-    references: &mut Vec<(Peer, String)>,
+    references: &mut Vec<Reference>,
 ) -> Option<Rule> {
     let fields = p.object(path, value, RULE_KEYS)?;
     let before = p.list.len();
@@ -162,7 +216,9 @@ fn read_rule(
             let ipath = At(&lpath, i);
             if let Some(id) = p.string(&ipath, item) {
                 let peer = make(id.to_owned());
-                references.push((peer.clone(), ipath.to_string()));
+                if let Some(protocol) = protocol {
+                    references.push(Reference { peer: peer.clone(), path: ipath.to_string(), protocol });
+                }
                 peers.push(peer);
             }
         }
@@ -171,13 +227,33 @@ fn read_rule(
     if peers.is_empty() && p.list.len() == before {
         p.add(path, "no peer: give at least one of cidrs, groups, prefix_lists");
     }
+    let id = field(fields, "id").and_then(|v| {
+        let ipath = Key(path, "id");
+        let id = p.string(&ipath, v)?;
+        if !rule_id::is_valid(id) {
+            p.add(&ipath, format!("{id:?} is not a security group rule id (sgr- and 17 hex digits, like EC2's)"));
+            return None;
+        }
+        if peers.len() != 1 {
+            // EC2 has one rule per peer: an id names exactly one.
+            p.add(
+                &ipath,
+                format!(
+                    "a rule with an id has exactly one peer (EC2 has one rule per peer); this one has {}",
+                    peers.len()
+                ),
+            );
+            return None;
+        }
+        Some(id.to_owned())
+    });
     if peers.len() > limits::PEERS_PER_RULE {
         p.add(path, format!("{} peers, more than the limit of {}", peers.len(), limits::PEERS_PER_RULE));
     }
     if p.list.len() != before {
         return None;
     }
-    Some(Rule { protocol: protocol?, ports: ports?, peers, description })
+    Some(Rule { protocol: protocol?, ports: ports?, peers, description, id })
 }
 
 /// `"tcp"`, `"udp"`, `"icmp"`, `"icmpv6"`, `"all"`, `"-1"`, or 0-255 as a number or string.
@@ -277,11 +353,16 @@ pub fn read_ports(
 /// A CIDR, or a bare address (a /32 or /128). Host bits must be zero: `10.0.0.1/24` is almost
 /// always a typo for something else, and silently widening or narrowing it would be worse.
 pub fn read_cidr(p: &mut Problems, path: &(impl fmt::Display + ?Sized), text: &str) -> Option<IpNet> {
-    let net =
-        if text.contains('/') { IpNet::from_str(text).ok() } else { IpAddr::from_str(text).ok().map(IpNet::from) };
-    let Some(net) = net else {
-        p.add(path, format!("{text:?} is not a CIDR (like 10.0.0.0/16, 2001:db8::/32) or an IP address"));
-        return None;
+    let net = match address::parse_net(text) {
+        Ok(net) => net,
+        Err(address::AddressError::Syntax) => {
+            p.add(path, format!("{text:?} is not a CIDR (like 10.0.0.0/16, 2001:db8::/32) or an IP address"));
+            return None;
+        }
+        Err(e) => {
+            p.add(path, format!("{text:?}: {e}"));
+            return None;
+        }
     };
     if net.trunc() != net {
         p.add(path, format!("{text} has host bits set (the network is {})", net.trunc()));
@@ -297,12 +378,30 @@ pub fn read_prefix_lists(p: &mut Problems, path: &str, value: &Json) -> Vec<Read
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index(path, i);
-        let Some(fields) = p.object(&path, item, &["id", "name", "description", "cidrs"]) else {
+        let Some(fields) =
+            p.object(&path, item, &["id", "name", "description", "cidrs", "max_entries", "address_family", "version"])
+        else {
             continue;
         };
         let id = required_id(p, &path, fields, "id");
         let name = optional_text(p, &path, fields, "name");
-        optional_text(p, &path, fields, "description");
+        let mut meta =
+            PrefixListMeta { description: optional_text(p, &path, fields, "description"), ..Default::default() };
+        meta.max_entries = field(fields, "max_entries").and_then(|v| {
+            let what = format!("a number of entries (1-{})", limits::CIDRS_PER_PREFIX_LIST);
+            p.integer(&Key(&path, "max_entries"), v, 1, limits::CIDRS_PER_PREFIX_LIST as i64, &what).map(|n| n as u32)
+        });
+        meta.address_family = field(fields, "address_family").and_then(|v| {
+            let fpath = Key(&path, "address_family");
+            let text = p.string(&fpath, v)?;
+            let family = AddressFamily::from_name(text);
+            if family.is_none() {
+                p.add(&fpath, format!("{text:?} is not an address family (IPv4 or IPv6)"));
+            }
+            family
+        });
+        meta.version = field(fields, "version")
+            .and_then(|v| p.integer(&Key(&path, "version"), v, 1, i64::MAX, "a version (1 or more)").map(|n| n as u64));
         let mut cidrs = Vec::new();
         match field(fields, "cidrs") {
             None => p.add(&join(&path, "cidrs"), "missing (a list of CIDRs)"),
@@ -311,22 +410,60 @@ pub fn read_prefix_lists(p: &mut Problems, path: &str, value: &Json) -> Vec<Read
                 if let Some(items) = p.array(&cpath, v, limits::CIDRS_PER_PREFIX_LIST) {
                     for (j, c) in items.iter().enumerate() {
                         let ipath = At(&cpath, j);
-                        if let Some(net) = p.string(&ipath, c).and_then(|s| read_cidr(p, &ipath, s)) {
-                            cidrs.push(net);
+                        // A CIDR, or {"cidr": ..., "description": ...} (an EC2 entry).
+                        let (text, description) = match c {
+                            Json::Object(_) => {
+                                let Some(entry) = p.object(&ipath, c, &["cidr", "description"]) else { continue };
+                                let description = optional_text(p, &ipath, entry, "description");
+                                match field(entry, "cidr") {
+                                    None => {
+                                        p.add(&Key(&ipath, "cidr"), "missing (a CIDR)");
+                                        continue;
+                                    }
+                                    Some(v) => (p.string(&Key(&ipath, "cidr"), v), description),
+                                }
+                            }
+                            other => (p.string(&ipath, other), None),
+                        };
+                        let Some(net) = text.and_then(|s| read_cidr(p, &ipath, s)) else { continue };
+                        if let Some(family) = meta.address_family
+                            && AddressFamily::of(&net) != family
+                        {
+                            p.add(&ipath, format!("{net} is not {}, the list's address_family", family.name()));
+                            continue;
                         }
+                        if let Some(d) = description {
+                            meta.entry_descriptions.insert(net, d);
+                        }
+                        cidrs.push(net);
                     }
                 }
             }
         }
+        if let Some(max) = meta.max_entries
+            && cidrs.len() > max as usize
+        {
+            p.add(&join(&path, "cidrs"), format!("{} entries, more than max_entries {max}", cidrs.len()));
+        }
         if let Some(id) = id {
-            out.push(ReadPrefixList { list: PrefixList { id, name, cidrs }, path });
+            out.push(ReadPrefixList { list: PrefixList { id, name, cidrs, meta }, path });
         }
     }
     out
 }
 
-const INSTANCE_KEYS: &[&str] =
-    &["id", "interface", "role", "addresses", "security_groups", "source_dest_check", "audit", "node"];
+const INSTANCE_KEYS: &[&str] = &[
+    "id",
+    "interface",
+    "role",
+    "addresses",
+    "security_groups",
+    "source_dest_check",
+    "audit",
+    "vpc_id",
+    "conntrack_timeouts",
+    "node",
+];
 
 pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadInstance> {
     let Some(items) = p.array(path, value, limits::INSTANCES) else {
@@ -335,6 +472,7 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index(path, i);
+        let before = p.list.len();
         let Some(fields) = p.object(&path, item, INSTANCE_KEYS) else {
             continue;
         };
@@ -369,10 +507,12 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
                 for (j, a) in items.iter().enumerate() {
                     let ipath = At(&apath, j);
                     let Some(text) = p.string(&ipath, a) else { continue };
-                    match IpAddr::from_str(text) {
-                        Ok(addr) if addresses.contains(&addr) => p.add(&ipath, format!("{addr} is listed twice")),
-                        Ok(addr) => addresses.push(addr),
-                        Err(_) => p.add(&ipath, format!("{text:?} is not an IP address")),
+                    if let Some(addr) = read_instance_address(p, &ipath, text) {
+                        if addresses.contains(&addr) {
+                            p.add(&ipath, format!("{addr} is listed twice"));
+                        } else {
+                            addresses.push(addr);
+                        }
                     }
                 }
             }
@@ -408,7 +548,14 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
             valid_node_name(name).map_err(|why| p.add(&npath, format!("{name:?} is not a node name: {why}"))).ok()?;
             Some(name.to_owned())
         });
-        if let (Some(id), Some(role), Some(source_dest_check), Some(audit)) = (id, role, source_dest_check, audit) {
+        let vpc_id = optional_text(p, &path, fields, "vpc_id");
+        let conntrack_timeouts = match field(fields, "conntrack_timeouts") {
+            None => Some(ConntrackTimeouts::default()),
+            Some(v) => read_conntrack_timeouts(p, &Key(&path, "conntrack_timeouts"), v),
+        };
+        if let (Some(id), Some(role), Some(source_dest_check), Some(audit), Some(conntrack_timeouts)) =
+            (id, role, source_dest_check, audit, conntrack_timeouts)
+        {
             out.push(ReadInstance {
                 instance: Instance {
                     id,
@@ -418,14 +565,63 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
                     security_groups: groups,
                     source_dest_check,
                     audit,
+                    conntrack_timeouts,
                     node,
                 },
                 path,
                 groups_listed,
+                vpc_id,
+                source: p.source,
+                clean: p.list.len() == before,
+                keys: fields.iter().map(|(k, _)| k.clone()).collect(),
             });
         }
     }
     out
+}
+
+/// An instance's own address: strictly parsed, and unicast.
+pub fn read_instance_address(p: &mut Problems, path: &(impl fmt::Display + ?Sized), text: &str) -> Option<IpAddr> {
+    match address::parse_ip(text) {
+        Ok(addr) => match address::not_unicast(&addr) {
+            Some(why) => {
+                p.add(path, format!("{addr} is {why}, not an instance's own (unicast) address"));
+                None
+            }
+            None => Some(addr),
+        },
+        Err(address::AddressError::Syntax) => {
+            p.add(path, format!("{text:?} is not an IP address"));
+            None
+        }
+        Err(e) => {
+            p.add(path, format!("{text:?}: {e}"));
+            None
+        }
+    }
+}
+
+/// `conntrack_timeouts`: `tcp_established`, `udp`, `udp_stream` in EC2's ranges.
+fn read_conntrack_timeouts(
+    p: &mut Problems,
+    path: &(impl fmt::Display + ?Sized),
+    value: &Json,
+) -> Option<ConntrackTimeouts> {
+    let keys: Vec<&str> = ConntrackTimeouts::RANGES.iter().map(|(k, _, _)| *k).collect();
+    let fields = p.object(path, value, &keys)?;
+    let before = p.list.len();
+    let mut out = ConntrackTimeouts::default();
+    for (key, min, max) in ConntrackTimeouts::RANGES {
+        let Some(v) = field(fields, key) else { continue };
+        let what = format!("a timeout in seconds ({min}-{max}, EC2's range)");
+        let value = p.integer(&Key(path, key), v, i64::from(min), i64::from(max), &what).map(|n| n as u32);
+        match key {
+            "tcp_established" => out.tcp_established = value,
+            "udp" => out.udp = value,
+            _ => out.udp_stream = value,
+        }
+    }
+    (p.list.len() == before).then_some(out)
 }
 
 /// Linux interface names: 1-15 bytes, no '/', ':' or whitespace, not "." or "..".
@@ -455,34 +651,114 @@ pub fn valid_node_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// What the readers produced, for [`assemble`].
+pub struct Parts {
+    pub groups: Vec<ReadGroup>,
+    pub lists: Vec<ReadPrefixList>,
+    pub instances: Vec<ReadInstance>,
+    /// `None`: EC2's defaults.
+    pub node_services: Option<Vec<NodeService>>,
+    /// Whether the built-in `default` group is added when no group has that id (not when an
+    /// AWS document brought the default groups of its VPCs).
+    pub builtin_default: bool,
+}
+
 /// Checks everything that spans objects, then applies the defaults.
-pub fn assemble(
-    mut p: Problems,
-    groups: Vec<ReadGroup>,
-    lists: Vec<ReadPrefixList>,
-    instances: Vec<ReadInstance>,
-) -> Result<Document, Invalid> {
+pub fn assemble(mut p: Problems, parts: Parts) -> Result<Document, Invalid> {
+    let Parts { groups, lists, instances, node_services, builtin_default } = parts;
     let mut group_ids: HashMap<&str, &str> = HashMap::new();
     for g in &groups {
         if let Some(first) = group_ids.insert(&g.group.id, &g.path) {
             p.add(&g.id_path, format!("duplicate security group id {:?} (also {first})", g.group.id));
         }
     }
-    let mut list_ids: HashMap<&str, &str> = HashMap::new();
+    let mut list_ids: HashMap<&str, &ReadPrefixList> = HashMap::new();
     for l in &lists {
-        if let Some(first) = list_ids.insert(&l.list.id, &l.path) {
-            p.add(&join(&l.path, "id"), format!("duplicate prefix list id {:?} (also {first})", l.list.id));
+        if let Some(first) = list_ids.insert(&l.list.id, l) {
+            p.add(&join(&l.path, "id"), format!("duplicate prefix list id {:?} (also {})", l.list.id, first.path));
         }
     }
-    let group_exists = |id: &str| group_ids.contains_key(id) || id == DEFAULT_GROUP;
+    let group_exists = |id: &str| group_ids.contains_key(id) || (builtin_default && id == DEFAULT_GROUP);
+    // Group id → the families of its members' addresses (for warnings).
+    let mut member_families: HashMap<String, (bool, bool)> = HashMap::new();
+    let default = [DEFAULT_GROUP.to_owned()];
+    for i in &instances {
+        let groups: &[String] = if i.groups_listed { &i.instance.security_groups } else { &default };
+        for g in groups {
+            let f = member_families.entry(g.clone()).or_default();
+            f.0 |= i.instance.addresses.iter().any(IpAddr::is_ipv4);
+            f.1 |= i.instance.addresses.iter().any(IpAddr::is_ipv6);
+        }
+    }
+    // A rule id names one rule in the whole document, as in EC2.
+    let mut rule_ids: HashMap<&str, String> = HashMap::new();
     for g in &groups {
-        for (peer, path) in &g.references {
-            match peer {
-                Peer::Group(id) if !group_exists(id) => p.add(path, format!("unknown security group {id:?}")),
-                Peer::PrefixList(id) if !list_ids.contains_key(id.as_str()) => {
-                    p.add(path, format!("unknown prefix list {id:?}"))
+        for (key, rules) in [(g.rule_keys[0], &g.group.ingress), (g.rule_keys[1], &g.group.egress)] {
+            for (i, rule) in rules.iter().enumerate() {
+                let Some(id) = &rule.id else { continue };
+                let path = join(&index(&join(&g.path, key), i), "id");
+                match rule_ids.get(id.as_str()) {
+                    Some(first) => p.add(&path, format!("duplicate rule id {id:?} (also {first})")),
+                    None => {
+                        rule_ids.insert(id, path);
+                    }
                 }
-                _ => {}
+            }
+        }
+    }
+    for g in &groups {
+        for r in &g.references {
+            let family = match r.protocol {
+                Protocol::Icmp => Some((true, "IPv4", "icmp")),
+                Protocol::Icmpv6 => Some((false, "IPv6", "icmpv6")),
+                _ => None,
+            };
+            match &r.peer {
+                Peer::Group(id) if !group_exists(id) => p.add(&r.path, format!("unknown security group {id:?}")),
+                Peer::PrefixList(id) => match list_ids.get(id.as_str()) {
+                    None => p.add(&r.path, format!("unknown prefix list {id:?}")),
+                    Some(list) => {
+                        if let Some((v4, name, proto)) = family
+                            && !list.list.cidrs.iter().any(|c| c.addr().is_ipv4() == v4)
+                        {
+                            p.warn(
+                                &r.path,
+                                format!(
+                                    "prefix list {id:?} holds no {name} CIDR, and protocol {proto} matches {name} \
+                                     only: this peer matches nothing"
+                                ),
+                            );
+                        }
+                    }
+                },
+                Peer::Group(id) => {
+                    if let (Some((v4, name, proto)), Some(&(has4, has6))) = (family, member_families.get(id.as_str()))
+                        && (has4 || has6)
+                        && !(if v4 { has4 } else { has6 })
+                    {
+                        p.warn(
+                            &r.path,
+                            format!(
+                                "no member of group {id:?} has an {name} address, and protocol {proto} matches \
+                                 {name} only: this peer matches nothing (for now)"
+                            ),
+                        );
+                    }
+                }
+                Peer::Cidr(_) => {}
+            }
+        }
+        for (rules, key) in [(&g.group.ingress, g.rule_keys[0]), (&g.group.egress, g.rule_keys[1])] {
+            let count: usize = rules.iter().map(|r| r.peers.len()).sum();
+            if count > super::aws_quotas::RULES_PER_DIRECTION {
+                p.warn(
+                    &join(&g.path, key),
+                    format!(
+                        "{count} rules (one per peer), more than AWS's default quota of {} per direction: valid \
+                         here, but EC2 would refuse it",
+                        super::aws_quotas::RULES_PER_DIRECTION
+                    ),
+                );
             }
         }
     }
@@ -493,6 +769,7 @@ pub fn assemble(
     let mut interfaces: HashMap<&str, Vec<(Option<&str>, &str)>> = HashMap::new();
     let mut addresses: HashMap<IpAddr, &str> = HashMap::new();
     for i in &instances {
+        p.source = i.source;
         if let Some(first) = instance_ids.insert(&i.instance.id, &i.path) {
             p.add(&join(&i.path, "id"), format!("duplicate instance id {:?} (also {first})", i.instance.id));
         }
@@ -518,13 +795,38 @@ pub fn assemble(
                 p.add(&index(&join(&i.path, "security_groups"), j), format!("unknown security group {gid:?}"));
             }
         }
+        let inst = &i.instance;
+        if i.clean
+            && inst.interface.is_some()
+            && inst.addresses.is_empty()
+            && inst.source_dest_check
+            && inst.role == Role::Workload
+        {
+            p.add(
+                &i.path,
+                "a local instance with no addresses and the source/destination check on would drop every packet: \
+                 give its addresses (or source_dest_check: false)",
+            );
+        }
+        if inst.security_groups.len() > super::aws_quotas::GROUPS_PER_INTERFACE {
+            p.warn(
+                &join(&i.path, "security_groups"),
+                format!(
+                    "{} groups, more than AWS's default quota of {} per network interface: valid here, but EC2 \
+                     would refuse it",
+                    inst.security_groups.len(),
+                    super::aws_quotas::GROUPS_PER_INTERFACE
+                ),
+            );
+        }
     }
+    p.source = super::Source::Document;
     if !p.is_empty() {
         return Err(Invalid { problems: p.list });
     }
 
     let mut security_groups: Vec<SecurityGroup> = groups.into_iter().map(|g| g.group).collect();
-    if !security_groups.iter().any(|g| g.id == DEFAULT_GROUP) {
+    if builtin_default && !security_groups.iter().any(|g| g.id == DEFAULT_GROUP) {
         security_groups.push(SecurityGroup::aws_default());
     }
     let instances = instances
@@ -537,7 +839,13 @@ pub fn assemble(
             instance
         })
         .collect();
-    Ok(Document { security_groups, prefix_lists: lists.into_iter().map(|l| l.list).collect(), instances })
+    Ok(Document {
+        security_groups,
+        prefix_lists: lists.into_iter().map(|l| l.list).collect(),
+        instances,
+        node_services: node_services.unwrap_or_else(NodeService::ec2_defaults),
+        warnings: p.warnings,
+    })
 }
 
 pub(super) fn required_id(
@@ -578,12 +886,15 @@ pub(super) fn optional_text(
     Some(s.to_owned())
 }
 
-/// The native JSON text of groups, prefix lists and instances (as `import-aws` prints them).
-pub fn write_document(groups: &[SecurityGroup], lists: &[PrefixList], instances: &[Instance]) -> String {
+/// The native JSON text of a document (as `import-aws` prints it), every default written out.
+pub fn write_document(doc: &Document) -> String {
+    let services = (doc.node_services != NodeService::ec2_defaults())
+        .then(|| doc.node_services.iter().map(ToString::to_string).collect());
     let document = out::Document {
-        security_groups: groups.iter().map(out::Group::of).collect(),
-        prefix_lists: lists.iter().map(out::PrefixList::of).collect(),
-        instances: instances.iter().map(out::Instance::of).collect(),
+        security_groups: doc.security_groups.iter().map(out::Group::of).collect(),
+        prefix_lists: doc.prefix_lists.iter().map(out::PrefixList::of).collect(),
+        instances: doc.instances.iter().map(out::Instance::of).collect(),
+        node_services: services,
     };
     // Plain structs of strings, numbers and lists: serialising them cannot fail.
     serde_json::to_string_pretty(&document).unwrap_or_default()
@@ -596,13 +907,15 @@ mod out {
 
     use serde::Serialize;
 
-    use super::super::{Peer, Ports, Role};
+    use super::super::{ConntrackTimeouts, Peer, Ports, Role};
 
     #[derive(Serialize)]
     pub struct Document<'a> {
         pub security_groups: Vec<Group<'a>>,
         pub prefix_lists: Vec<PrefixList<'a>>,
         pub instances: Vec<Instance<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub node_services: Option<Vec<String>>,
     }
 
     #[derive(Serialize)]
@@ -643,6 +956,8 @@ mod out {
         prefix_lists: Vec<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         description: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
     }
 
     impl<'a> Rule<'a> {
@@ -660,6 +975,7 @@ mod out {
                 groups: Vec::new(),
                 prefix_lists: Vec::new(),
                 description: r.description.as_deref(),
+                id: r.id.as_deref(),
             };
             for peer in &r.peers {
                 match peer {
@@ -677,12 +993,44 @@ mod out {
         id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         name: Option<&'a str>,
-        cidrs: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address_family: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_entries: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        cidrs: Vec<Entry<'a>>,
+    }
+
+    /// A CIDR, or a CIDR with its description.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Entry<'a> {
+        Cidr(String),
+        Described { cidr: String, description: &'a str },
     }
 
     impl<'a> PrefixList<'a> {
         pub fn of(l: &'a super::PrefixList) -> Self {
-            PrefixList { id: &l.id, name: l.name.as_deref(), cidrs: l.cidrs.iter().map(ToString::to_string).collect() }
+            let cidrs = l
+                .cidrs
+                .iter()
+                .map(|c| match l.meta.entry_descriptions.get(c) {
+                    Some(description) => Entry::Described { cidr: c.to_string(), description },
+                    None => Entry::Cidr(c.to_string()),
+                })
+                .collect();
+            PrefixList {
+                id: &l.id,
+                name: l.name.as_deref(),
+                description: l.meta.description.as_deref(),
+                address_family: l.meta.address_family.map(super::super::AddressFamily::name),
+                max_entries: l.meta.max_entries,
+                version: l.meta.version,
+                cidrs,
+            }
         }
     }
 
@@ -697,6 +1045,8 @@ mod out {
         source_dest_check: bool,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         audit: bool,
+        #[serde(skip_serializing_if = "ConntrackTimeouts::is_empty")]
+        conntrack_timeouts: ConntrackTimeouts,
         #[serde(skip_serializing_if = "Option::is_none")]
         node: Option<&'a str>,
     }
@@ -711,6 +1061,7 @@ mod out {
                 security_groups: &i.security_groups,
                 source_dest_check: i.source_dest_check,
                 audit: i.audit,
+                conntrack_timeouts: i.conntrack_timeouts,
                 node: i.node.as_deref(),
             }
         }

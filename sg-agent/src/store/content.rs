@@ -171,9 +171,16 @@ impl Content {
         let json = native::parse_json(text)?;
         let mut content = Content::default();
         let mut p = Problems::default();
-        let sections: Vec<&str> = Kind::DOCUMENT.iter().map(|k| k.section()).collect();
+        let mut sections: Vec<&str> = Kind::DOCUMENT.iter().map(|k| k.section()).collect();
+        sections.push("node_services");
         let Some(top) = p.object("", &json, &sections) else { return Err(Invalid { problems: p.list }) };
         for (section, items) in top {
+            if section == "node_services" {
+                // A document-wide setting, not an object: the store has no key for it yet, and
+                // dropping it silently would change what every node lets through.
+                p.add(section, "not kept in the store yet: agents in fleet mode use EC2's service addresses");
+                continue;
+            }
             let Some(kind) = Kind::of_section(section) else { continue };
             let Some(items) = p.array(section, items, usize::MAX) else { continue };
             for (i, item) in items.iter().enumerate() {
@@ -207,17 +214,19 @@ impl Content {
         let mut problems: Vec<Problem> = self
             .unknown
             .keys()
-            .map(|key| Problem {
-                path: key.clone(),
-                message: format!(
-                    "not an object key (objects are under {}groups/, prefix_lists/ and instances/)",
-                    layout.root()
-                ),
+            .map(|key| {
+                Problem::new(
+                    key.clone(),
+                    format!(
+                        "not an object key (objects are under {}groups/, prefix_lists/ and instances/)",
+                        layout.root()
+                    ),
+                )
             })
             .collect();
         for ((kind, id), object) in &self.objects {
             for message in &object.problems {
-                problems.push(Problem { path: layout.object_key(*kind, id), message: message.clone() });
+                problems.push(Problem::new(layout.object_key(*kind, id), message.clone()));
             }
         }
         if !problems.is_empty() {
@@ -313,7 +322,7 @@ impl Names {
                     },
                     None => p.path,
                 };
-                Problem { path, message: self.rename_text(&p.message) }
+                Problem { path, message: self.rename_text(&p.message), source: p.source }
             })
             .collect();
         Invalid { problems }

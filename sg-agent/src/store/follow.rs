@@ -51,8 +51,8 @@ pub struct Proposal {
 /// What became of a [`Proposal`].
 #[derive(Debug)]
 pub enum Outcome {
-    /// Live as this generation.
-    Live { generation: u64 },
+    /// Live as this generation; what is valid but probably not meant (paths as in a file).
+    Live { generation: u64, warnings: Vec<crate::policy::Problem> },
     /// Invalid (paths as in a file; the follower names them by key). Nothing changed.
     Invalid(Invalid),
     /// The kernel side failed; the previous generation stays in force.
@@ -449,7 +449,12 @@ impl Follower {
         }
         let Ok(outcome) = outcome.await else { return false };
         match outcome {
-            Outcome::Live { generation } => {
+            Outcome::Live { generation, warnings } => {
+                if !warnings.is_empty() {
+                    for w in assembled.names.rename(Invalid { problems: warnings }).problems {
+                        log::warn!("{w}");
+                    }
+                }
                 self.pending = false;
                 self.retry_at = None;
                 self.health.generation = Some(generation);

@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn the_documents_are_valid() {
         for n in [0, 20, 9_997] {
-            let (doc, compiled) = sg_agent::compile::prepare_for_node(&document(n), None, Some("n1")).unwrap();
+            let (doc, compiled) = sg_agent::compile::prepare_for_node::<&str>(&document(n), &[], Some("n1")).unwrap();
             assert_eq!(doc.instances.len(), n + 3);
             assert_eq!(compiled.ifaces.len(), 1);
         }

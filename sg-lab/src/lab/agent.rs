@@ -51,10 +51,24 @@ impl Agent {
         dir: &Path,
         extra: &[&str],
     ) -> Agent {
-        let policy = policy_path.to_str().expect("utf-8 path");
-        let mut agent = Self::spawn(binary, node, &["--policy", policy], bpffs, dir, extra);
+        let mut agent = Self::spawn(binary, node, policy_path, bpffs, dir, extra, &[]);
         agent.wait_ready();
         agent
+    }
+
+    /// Starts `binary run` with extra environment variables (`NOTIFY_SOCKET`) and returns at
+    /// once, without waiting for it to answer.
+    pub fn spawn(
+        binary: &Path,
+        node: &Netns,
+        policy_path: &Path,
+        bpffs: Bpffs,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let policy = policy_path.to_str().expect("utf-8 path");
+        Self::spawn_run(binary, node, &["--policy", policy], bpffs, dir, extra, env)
     }
 
     /// Starts `binary run --store URL --node NAME` (fleet mode) in `node`, with a bpffs and a
@@ -63,7 +77,8 @@ impl Agent {
     pub fn start_fleet(binary: &Path, node: &Netns, store: &str, name: &str, extra: &[&str]) -> Agent {
         let dir = PathBuf::from(format!("/run/{}", unique("agent")));
         fs::create_dir_all(&dir).expect("agent dir");
-        let mut agent = Self::spawn(binary, node, &["--store", store, "--node", name], Bpffs::new(), &dir, extra);
+        let source = ["--store", store, "--node", name];
+        let mut agent = Self::spawn_run(binary, node, &source, Bpffs::new(), &dir, extra, &[]);
         agent.wait_answering();
         agent
     }
@@ -77,13 +92,22 @@ impl Agent {
         name: &str,
         extra: &[&str],
     ) -> Agent {
-        let args = ["--store", store, "--node", name];
-        let mut agent = Self::spawn(binary, node, &args, remains.bpffs, &remains.dir, extra);
+        let source = ["--store", store, "--node", name];
+        let mut agent = Self::spawn_run(binary, node, &source, remains.bpffs, &remains.dir, extra, &[]);
         agent.wait_answering();
         agent
     }
 
-    fn spawn(binary: &Path, node: &Netns, source: &[&str], bpffs: Bpffs, dir: &Path, extra: &[&str]) -> Agent {
+    /// `binary run SOURCE... --pin-path --socket EXTRA...` in `node`, returning at once.
+    fn spawn_run(
+        binary: &Path,
+        node: &Netns,
+        source: &[&str],
+        bpffs: Bpffs,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let socket = dir.join("control.sock");
         let log = dir.join(format!("agent-{}.log", next_id()));
         let pins = bpffs.pin_path();
@@ -99,6 +123,7 @@ impl Agent {
             .arg(&socket)
             .args(extra)
             .env("RUST_LOG", "info,sg_agent=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = cmd.spawn().expect("spawning sg-agent");
@@ -113,6 +138,27 @@ impl Agent {
             bpffs: Some(bpffs),
             keep_dir: false,
         }
+    }
+
+    /// Waits until this agent answers on its socket.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sg-agent exited ({status}) before it was ready:\n{}", self.log_text());
+            }
+            // Ready means this agent answers on its socket (status also succeeds from the pins
+            // a previous agent left, before this one listens).
+            let out = self.cli(&["status", "--json"]);
+            let answering = out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|s| s["agent_running"] == serde_json::Value::Bool(true));
+            if answering {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sg-agent not ready after 30 s:\n{}", self.log_text());
     }
 
     /// Waits until this agent answers on its socket, enforcing or not (a fleet-mode agent
@@ -157,26 +203,6 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sg-agent exited ({status}) before it was ready:\n{}", self.log_text());
-            }
-            // Ready means this agent answers on its socket (status also succeeds from the pins
-            // a previous agent left, before this one listens).
-            let out = self.cli(&["status", "--json"]);
-            let answering = out.status.success()
-                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                    .is_ok_and(|s| s["agent_running"] == serde_json::Value::Bool(true));
-            if answering {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("sg-agent not ready after 30 s:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {

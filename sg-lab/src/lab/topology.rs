@@ -13,6 +13,8 @@ pub struct Host {
     pub ns: Netns,
     pub v4: Option<IpAddr>,
     pub v6: Option<IpAddr>,
+    /// Its networks (`10.0.1`, `fd00:1`) and host number, to wire it again after a re-creation.
+    net: (String, String, u8),
 }
 
 /// A node namespace (where the agent runs and the host side of every veth lives) and the
@@ -40,19 +42,63 @@ impl Topology {
     /// "2001:db8:1"), routed through the node.
     pub fn add_net(&mut self, iface: &str, v4_net: &str, v6_net: &str, host: u8) -> &Host {
         let ns = Netns::new(iface);
+        self.wire(iface, &ns, v4_net, v6_net, host, true);
+        let v4 = format!("{v4_net}.{host}");
+        let v6 = format!("{v6_net}::{host}");
+        let host = Host { ns, v4: v4.parse().ok(), v6: v6.parse().ok(), net: (v4_net.into(), v6_net.into(), host) };
+        self.hosts.push((iface.to_owned(), host));
+        &self.hosts.last().expect("just pushed").1
+    }
+
+    /// Deletes the node's side of `iface` (its peer goes with it), as a VM's tap goes when the
+    /// VM stops.
+    pub fn delete_link(&self, iface: &str) {
+        self.node.ip(&["link", "del", iface]);
+    }
+
+    /// Creates `iface` again for its existing host, addresses and routes as before, but leaves
+    /// the node's side down: `bring_up` after (an orchestration hook waits for the agent in
+    /// between).
+    pub fn recreate_link(&self, iface: &str) {
+        let host = self.host(iface);
+        let (v4_net, v6_net, number) = host.net.clone();
+        self.wire(iface, &host.ns, &v4_net, &v6_net, number, false);
+    }
+
+    /// Brings the node's side of `iface` up (after `recreate_link`) and waits for addressing.
+    pub fn bring_up(&self, iface: &str) {
+        self.node.ip(&["link", "set", iface, "up"]);
+        let host = self.host(iface);
+        let (v4_net, v6_net, number) = host.net.clone();
+        self.settle(iface, &host.ns, &v4_net, &v6_net, number);
+    }
+
+    /// The veth pair `iface` ↔ `eth0` in `ns`, addresses, routes; up (and settled) if `up`.
+    fn wire(&self, iface: &str, ns: &Netns, v4_net: &str, v6_net: &str, host: u8, up: bool) {
         self.node.ip(&["link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
         let gw4 = format!("{v4_net}.1");
         let gw6 = format!("{v6_net}::1");
         self.node.ip(&["addr", "add", &format!("{gw4}/24"), "dev", iface]);
         self.node.ip(&["addr", "add", &format!("{gw6}/64"), "dev", iface, "nodad"]);
-        self.node.ip(&["link", "set", iface, "up"]);
         let v4 = format!("{v4_net}.{host}");
         let v6 = format!("{v6_net}::{host}");
         ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
         ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
         ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["route", "add", "default", "via", &gw4]);
-        ns.ip(&["-6", "route", "add", "default", "via", &gw6]);
+        // The default routes need a link that is up; `settle` adds them when it comes up.
+        if up {
+            self.node.ip(&["link", "set", iface, "up"]);
+            self.settle(iface, ns, v4_net, v6_net, host);
+        }
+    }
+
+    /// Routes and neighbours once both sides are up.
+    fn settle(&self, iface: &str, ns: &Netns, v4_net: &str, v6_net: &str, host: u8) {
+        let gw4 = format!("{v4_net}.1");
+        let gw6 = format!("{v6_net}::1");
+        let v6 = format!("{v6_net}::{host}");
+        ns.ip(&["route", "replace", "default", "via", &gw4]);
+        ns.ip(&["-6", "route", "replace", "default", "via", &gw6]);
         // Resolve neighbours both ways now. Without this the first IPv6 packet forwarded to a
         // fresh host is lost about half the time (a kernel quirk seen with no filter at all),
         // which would read as a firewall drop.
@@ -60,9 +106,6 @@ impl Topology {
         ns.exec(&["ping", "-6", "-c", "1", "-W", "1", &gw6]);
         self.node.exec(&["ping", "-6", "-c", "1", "-W", "1", &v6]);
         self.wait_for_link_local(iface);
-        let host = Host { ns, v4: v4.parse().ok(), v6: v6.parse().ok() };
-        self.hosts.push((iface.to_owned(), host));
-        &self.hosts.last().expect("just pushed").1
     }
 
     /// Waits until the node's side of `iface` has its link-local address. The kernel configures

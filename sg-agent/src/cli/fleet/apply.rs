@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::CliError;
 use crate::{
-    cli::{read_pair, store_args::StoreArgs},
+    cli::{read_inputs, store_args::StoreArgs},
     policy::{self, native},
     store::{
         self, StoreError,
@@ -18,9 +18,10 @@ pub struct Args {
     /// A native document (whole, or only the objects to add or change), or AWS
     /// describe-security-groups JSON with --instances.
     file: PathBuf,
-    /// With an AWS document: the native document holding `instances` (and `prefix_lists`).
+    /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
+    /// `aws ec2 describe-instances` output; may be given more than once.
     #[arg(long)]
-    instances: Option<PathBuf>,
+    instances: Vec<PathBuf>,
     /// Delete the store's objects that FILE does not have (FILE is then the whole document).
     #[arg(long)]
     prune: bool,
@@ -46,12 +47,13 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 
 pub async fn run(args: Args) -> Result<(), CliError> {
     let options = args.store.required()?;
-    let (document, instances) = read_pair(&args.file, args.instances.as_deref())?;
-    let invalid_file = |invalid| CliError::Invalid { file: args.file.clone(), invalid };
-    let file = if instances.is_some() || policy::aws::is_aws(&native::parse_json(&document).map_err(invalid_file)?) {
+    let (document, instances) = read_inputs(&args.file, &args.instances)?;
+    let invalid_file =
+        |invalid| CliError::Invalid { file: args.file.clone(), instances: args.instances.clone(), invalid };
+    let file = if !instances.is_empty() || policy::aws::is_aws(&native::parse_json(&document).map_err(invalid_file)?) {
         // AWS input: converted as `import-aws` does, then written as native objects.
-        let doc = policy::load(&document, instances.as_deref()).map_err(invalid_file)?;
-        let text = native::write_document(&doc.security_groups, &doc.prefix_lists, &doc.instances);
+        let doc = policy::load_all(&document, &instances).map_err(invalid_file)?;
+        let text = native::write_document(&doc);
         Content::of_document(&text).map_err(invalid_file)?
     } else {
         Content::of_document(&document).map_err(invalid_file)?

@@ -50,7 +50,8 @@ fn cross_object_errors_are_reported_together_with_local_ones() {
         { "id": "sg-a", "ingress": [ { "protocol": "tcp", "groups": ["sg-nope"] } ] },
         { "id": "sg-a", "ingress": [ { "protocol": "tcp", "from_port": 1, "to_port": 70000, "cidrs": ["::/0"] } ] }
       ],
-      "instances": [ { "id": "i-1", "interface": "veth1" }, { "id": "i-2", "interface": "veth1", "addresses": ["ten"] } ]
+      "instances": [ { "id": "i-1", "interface": "veth1", "addresses": ["10.0.0.1"] },
+                     { "id": "i-2", "interface": "veth1", "addresses": ["ten"], "source_dest_check": false }  ]
     }"#;
     let mut found: Vec<(String, String)> = problems(text).into_iter().map(|p| (p.path, p.message)).collect();
     found.sort();

@@ -43,30 +43,35 @@ fn aws_example_loads_with_its_instances() {
         group.ingress,
         vec![
             Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(443, 443),
                 peers: vec![cidr("0.0.0.0/0")],
                 description: Some("https".to_owned())
             },
             Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(443, 443),
                 peers: vec![cidr("::/0")],
                 description: None
             },
             Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(22, 22),
                 peers: vec![Peer::PrefixList("pl-1234abc1234abc123".to_owned())],
                 description: Some("admin".to_owned())
             },
             Rule {
+                id: None,
                 protocol: Protocol::Icmp,
                 ports: Ports::Icmp { ty: Some(3), code: Some(4) },
                 peers: vec![cidr("10.0.0.0/16")],
                 description: None
             },
             Rule {
+                id: None,
                 protocol: Protocol::All,
                 ports: Ports::All,
                 peers: vec![Peer::Group(sg.to_owned())],
@@ -77,6 +82,7 @@ fn aws_example_loads_with_its_instances() {
     assert_eq!(
         group.egress,
         vec![Rule {
+            id: None,
             protocol: Protocol::All,
             ports: Ports::All,
             peers: vec![cidr("0.0.0.0/0"), cidr("::/0")],
@@ -139,7 +145,7 @@ fn aws_unknown_top_level_key() {
     assert_aws_rejected(
         r#"{ "SecurityGroups": [], "Foo": 1 }"#,
         "Foo",
-        "unknown key (expected one of: SecurityGroups, NextToken)",
+        "unknown key (expected one of: SecurityGroups, NextToken, ResponseMetadata)",
     );
 }
 
@@ -208,7 +214,7 @@ fn aws_native_keys_are_unknown() {
     assert_aws_rejected(
         r#"{ "SecurityGroups": [], "security_groups": [] }"#,
         "security_groups",
-        "unknown key (expected one of: SecurityGroups, NextToken)",
+        "unknown key (expected one of: SecurityGroups, NextToken, ResponseMetadata)",
     );
 }
 
@@ -370,13 +376,42 @@ fn aws_bad_cidr() {
 }
 
 #[test]
-fn aws_icmp_with_an_ipv6_range() {
-    assert_aws_rejected(
-        &aws_with_ingress(
-            json!([ { "IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "Ipv6Ranges": [ { "CidrIpv6": "::/0" } ] } ]),
-        ),
-        "SecurityGroups[0].IpPermissions[0].Ipv6Ranges[0].CidrIpv6",
-        "::/0 is of the other IP family than protocol icmp",
+fn aws_icmp_with_an_ipv6_range_is_a_warning_and_matches_nothing() {
+    // EC2 accepts an icmp permission with Ipv6Ranges (Terraform writes many) and never matches
+    // the IPv6 ranges; the IPv4 ones in the same permission still apply.
+    let doc = load_ok(&aws_with_ingress(json!([
+        { "IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "Ipv6Ranges": [ { "CidrIpv6": "::/0" } ] },
+        { "IpProtocol": "icmpv6", "FromPort": -1, "ToPort": -1, "IpRanges": [ { "CidrIp": "10.0.0.0/8" } ],
+          "Ipv6Ranges": [ { "CidrIpv6": "fd00::/8" } ] }
+    ])));
+    assert_eq!(
+        doc.group("sg-1").unwrap().ingress,
+        vec![Rule {
+            protocol: Protocol::Icmpv6,
+            ports: Ports::Icmp { ty: None, code: None },
+            peers: vec![cidr("fd00::/8")],
+            description: None,
+            id: None,
+        }]
+    );
+    assert_problems(
+        &doc.warnings,
+        &[
+            (
+                "SecurityGroups[0].IpPermissions[0].Ipv6Ranges[0].CidrIpv6",
+                "::/0 is of the other IP family than protocol icmp",
+            ),
+            (
+                "SecurityGroups[0].IpPermissions[1].IpRanges[0].CidrIp",
+                "10.0.0.0/8 is of the other IP family than protocol icmpv6",
+            ),
+        ],
+    );
+    // The native format keeps calling it an error.
+    assert_rule_rejected(
+        json!({ "protocol": "icmp", "cidrs": ["::/0"] }),
+        "cidrs[0]",
+        "::/0 is IPv6, but protocol icmp matches IPv4 only",
     );
 }
 
@@ -459,6 +494,7 @@ fn aws_per_peer_descriptions_become_separate_rules() {
         "UserIdGroupPairs": [ { "GroupId": "sg-1", "Description": "b" }, { "GroupId": "sg-1" } ]
     } ]));
     let rule = |peers: Vec<Peer>, description: Option<&str>| Rule {
+        id: None,
         protocol: Protocol::Tcp,
         ports: Ports::Range(5432, 5432),
         peers,
@@ -477,7 +513,7 @@ fn aws_per_peer_descriptions_become_separate_rules() {
 fn aws_conversion_is_lossless_for_the_example() {
     let groups = convert(&example("aws-describe-security-groups.json")).unwrap();
     let lists = example_prefix_lists();
-    let written = native::write_document(&groups, &lists, &[]);
+    let written = write(&groups, &lists, &[]);
     let back = native::parse_document(&written.to_string()).unwrap_or_else(|e| panic!("{e}\n{written:#}"));
     for group in &groups {
         assert_eq!(back.group(&group.id), Some(group), "group {} after the round trip", group.id);
@@ -507,8 +543,13 @@ fn aws_conversion_is_lossless_for_every_rule_shape() {
     let groups = convert(text).unwrap();
     assert_eq!(groups.len(), 3);
     assert_eq!(groups[0].ingress.len(), 9, "{:#?}", groups[0].ingress);
-    let lists = vec![PrefixList { id: "pl-1".to_owned(), name: None, cidrs: vec![net("203.0.113.0/24")] }];
-    let written = native::write_document(&groups, &lists, &[]);
+    let lists = vec![PrefixList {
+        meta: Default::default(),
+        id: "pl-1".to_owned(),
+        name: None,
+        cidrs: vec![net("203.0.113.0/24")],
+    }];
+    let written = write(&groups, &lists, &[]);
     let back = native::parse_document(&written.to_string()).unwrap_or_else(|e| panic!("{e}\n{written:#}"));
     assert_eq!(back.security_groups, groups, "the AWS `default` group replaces the built-in one");
     // Compared field by field too, so a failure says which part was lost.
@@ -533,7 +574,7 @@ fn aws_load_equals_load_of_the_imported_document() {
     assert!(p.is_empty());
     let lists: Vec<PrefixList> = lists.into_iter().map(|l| l.list).collect();
     let instances: Vec<Instance> = instances.into_iter().map(|i| i.instance).collect();
-    let imported = native::write_document(&groups, &lists, &instances).to_string();
+    let imported = write(&groups, &lists, &instances).to_string();
     assert_eq!(load_ok(&imported), loaded);
 }
 
@@ -542,14 +583,15 @@ fn instances_file_with_a_native_document_is_an_error() {
     let found = problems_of(load(&example("web-server.json"), Some(r#"{ "instances": [] }"#)));
     assert_problems(
         &found,
-        &[("", "--instances is for AWS input (describe-security-groups JSON); this is a native document")],
+        &[("", "--instances is for AWS input (describe-security-groups or describe-security-group-rules JSON)")],
     );
 }
 
 #[test]
 fn instances_file_syntax_error_names_the_instances_file() {
     let found = problems_of(load(&example("aws-describe-security-groups.json"), Some("{ \"instances\": [ }")));
-    assert_problems(&found, &[("--instances", "not valid JSON")]);
+    assert_problems(&found, &[("", "not valid JSON")]);
+    assert_eq!(found[0].source, super::super::Source::Instances(0), "the problem is in the instances file");
 }
 
 #[test]
@@ -567,7 +609,7 @@ fn instances_file_problems_are_reported() {
         &example("aws-describe-security-groups.json"),
         Some(
             r#"{ "prefix_lists": [ { "id": "pl-1234abc1234abc123", "cidrs": [] } ],
-                 "instances": [ { "id": "i-1", "interface": "veth1", "security_groups": ["sg-nope"] },
+                 "instances": [ { "id": "i-1", "interface": "veth1", "security_groups": ["sg-nope"], "addresses": ["10.0.0.1"] },
                                 { "id": "i-2", "interface": "veth1", "addresses": ["ten"] } ] }"#,
         ),
     ));

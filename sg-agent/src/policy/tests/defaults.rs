@@ -10,6 +10,7 @@ fn absent_egress_allows_all_outbound() {
     assert_eq!(
         group.egress,
         vec![Rule {
+            id: None,
             protocol: Protocol::All,
             ports: Ports::All,
             peers: vec![cidr("0.0.0.0/0"), cidr("::/0")],
@@ -40,6 +41,7 @@ fn explicit_egress_replaces_the_default() {
     assert_eq!(
         doc.group("sg-a").unwrap().egress,
         vec![Rule {
+            id: None,
             protocol: Protocol::Tcp,
             ports: Ports::Range(443, 443),
             peers: vec![cidr("0.0.0.0/0")],
@@ -56,6 +58,7 @@ fn default_group_exists_when_not_defined() {
     assert_eq!(
         default.ingress,
         vec![Rule {
+            id: None,
             protocol: Protocol::All,
             ports: Ports::All,
             peers: vec![Peer::Group(DEFAULT_GROUP.to_owned())],
@@ -71,7 +74,11 @@ fn empty_document_has_only_the_default_group() {
     let doc = load_ok("{}");
     assert_eq!(
         doc,
-        Document { security_groups: vec![SecurityGroup::aws_default()], prefix_lists: vec![], instances: vec![] }
+        Document {
+            security_groups: vec![SecurityGroup::aws_default()],
+            node_services: super::super::NodeService::ec2_defaults(),
+            ..Document::default()
+        }
     );
 }
 
@@ -89,6 +96,7 @@ fn default_group_defined_in_the_document_is_used() {
             name: None,
             description: Some("locked down".to_owned()),
             ingress: vec![Rule {
+                id: None,
                 protocol: Protocol::Tcp,
                 ports: Ports::Range(22, 22),
                 peers: vec![cidr("198.51.100.0/24")],
@@ -150,6 +158,7 @@ fn instance_defaults() {
             security_groups: vec![DEFAULT_GROUP.to_owned()],
             source_dest_check: true,
             audit: false,
+            conntrack_timeouts: Default::default(),
             node: None,
         }
     );
@@ -168,6 +177,7 @@ fn instance_fields_as_given() {
             security_groups: vec!["sg-a".to_owned(), DEFAULT_GROUP.to_owned()],
             source_dest_check: false,
             audit: true,
+            conntrack_timeouts: Default::default(),
             node: None,
         }
     );
@@ -223,6 +233,7 @@ fn bare_addresses_in_prefix_lists_are_host_routes() {
     assert_eq!(
         doc.prefix_lists,
         vec![PrefixList {
+            meta: Default::default(),
             id: "pl-a".to_owned(),
             name: Some("office".to_owned()),
             cidrs: vec![net("198.51.100.1/32"), net("2001:db8::/48")]
@@ -299,6 +310,7 @@ fn rule_peers_and_description_are_kept_in_order() {
     assert_eq!(
         doc.group("sg-a").unwrap().ingress,
         vec![Rule {
+            id: None,
             protocol: Protocol::Tcp,
             ports: Ports::Range(22, 22),
             peers: vec![
@@ -316,7 +328,8 @@ fn rule_peers_and_description_are_kept_in_order() {
 #[test]
 fn groups_and_instances_keep_document_order() {
     let doc = load_ok(
-        r#"{ "instances": [ { "id": "b", "interface": "veth-b" }, { "id": "a" }, { "id": "c", "interface": "veth-c" } ],
+        r#"{ "instances": [ { "id": "b", "interface": "veth-b", "addresses": ["10.0.0.2"] }, { "id": "a" },
+                            { "id": "c", "interface": "veth-c", "addresses": ["10.0.0.3"] } ],
              "security_groups": [ { "id": "sg-z", "name": "z" }, { "id": "sg-y" } ] }"#,
     );
     let groups: Vec<&str> = doc.security_groups.iter().map(|g| g.id.as_str()).collect();
@@ -352,7 +365,7 @@ fn native_document_survives_writing_and_reading_back() {
       ]
     }"#;
     let doc = load_ok(text);
-    let written = native::write_document(&doc.security_groups, &doc.prefix_lists, &doc.instances);
+    let written = native::write_document(&doc);
     let back = native::parse_document(&written.to_string()).unwrap_or_else(|e| panic!("{e}\n{written:#}"));
     assert_eq!(back, doc);
 }

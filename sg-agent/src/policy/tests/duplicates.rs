@@ -33,7 +33,8 @@ fn duplicate_prefix_list_id() {
 #[test]
 fn duplicate_instance_id() {
     assert_rejected(
-        r#"{ "instances": [ { "id": "i-1", "interface": "veth1" }, { "id": "i-1", "interface": "veth2" } ] }"#,
+        r#"{ "instances": [ { "id": "i-1", "interface": "veth1", "addresses": ["10.0.0.1"] },
+                           { "id": "i-1", "interface": "veth2", "addresses": ["10.0.0.2"] } ] }"#,
         "instances[1].id",
         r#"duplicate instance id "i-1" (also instances[0])"#,
     );
@@ -42,7 +43,7 @@ fn duplicate_instance_id() {
 #[test]
 fn two_instances_on_one_interface() {
     assert_rejected(
-        r#"{ "instances": [ { "id": "i-1", "interface": "veth1" }, { "id": "i-2" },
+        r#"{ "instances": [ { "id": "i-1", "interface": "veth1", "addresses": ["10.0.0.1"] }, { "id": "i-2" },
                             { "id": "i-3", "interface": "veth1", "role": "host" } ] }"#,
         "instances[2].interface",
         r#"interface "veth1" already belongs to instances[0]"#,

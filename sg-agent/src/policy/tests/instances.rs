@@ -21,7 +21,9 @@ fn interface_name_of_16_characters() {
     );
     // 15 is the most Linux allows (IFNAMSIZ 16 with the NUL).
     assert_eq!(
-        read_instance(json!({ "id": "i-1", "interface": "veth-0123456789" })).interface.as_deref(),
+        read_instance(json!({ "id": "i-1", "interface": "veth-0123456789", "addresses": ["10.0.0.1"] }))
+            .interface
+            .as_deref(),
         Some("veth-0123456789")
     );
 }

@@ -8,7 +8,7 @@ fn unknown_key_at_top_level() {
     assert_rejected(
         r#"{ "security_group": [] }"#,
         "security_group",
-        "unknown key (expected one of: security_groups, prefix_lists, instances)",
+        "unknown key (expected one of: security_groups, prefix_lists, instances, node_services)",
     );
 }
 
@@ -26,7 +26,7 @@ fn unknown_key_in_rule() {
     assert_rule_rejected(
         json!({ "protocol": "tcp", "port": 22, "cidrs": ["0.0.0.0/0"] }),
         "port",
-        "unknown key (expected one of: protocol, from_port, to_port, cidrs, groups, prefix_lists, description)",
+        "unknown key (expected one of: protocol, from_port, to_port, cidrs, groups, prefix_lists, description, id)",
     );
 }
 
@@ -44,7 +44,7 @@ fn unknown_key_in_prefix_list() {
     assert_rejected(
         r#"{ "prefix_lists": [ { "id": "pl-a", "cidrs": [], "entries": [] } ] }"#,
         "prefix_lists[0].entries",
-        "unknown key (expected one of: id, name, description, cidrs)",
+        "unknown key (expected one of: id, name, description, cidrs, max_entries, address_family, version)",
     );
 }
 
@@ -53,7 +53,7 @@ fn unknown_key_in_instance() {
     assert_rejected(
         &with_instance(json!({ "id": "i-1", "ip": "10.0.0.1" })),
         "instances[0].ip",
-        "unknown key (expected one of: id, interface, role, addresses, security_groups, source_dest_check, audit, node)",
+        "unknown key (expected one of: id, interface, role, addresses, security_groups, source_dest_check, audit, vpc_id, conntrack_timeouts, node)",
     );
 }
 

@@ -15,9 +15,11 @@ use super::{
 };
 
 mod all_at_once;
+mod aws_fidelity;
 mod aws_input;
 mod defaults;
 mod duplicates;
+mod ec2_ids;
 mod examples;
 mod instances;
 mod keys;
@@ -27,6 +29,7 @@ mod ports;
 mod protocols;
 mod required;
 mod size_limits;
+mod strict;
 mod syntax;
 mod types;
 
@@ -117,6 +120,17 @@ fn examples_dir() -> std::path::PathBuf {
 fn example(name: &str) -> String {
     let path = examples_dir().join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The native text of groups, prefix lists and instances (`import-aws`'s output).
+fn write(groups: &[SecurityGroup], lists: &[PrefixList], instances: &[Instance]) -> String {
+    native::write_document(&Document {
+        security_groups: groups.to_vec(),
+        prefix_lists: lists.to_vec(),
+        instances: instances.to_vec(),
+        node_services: super::NodeService::ec2_defaults(),
+        warnings: Vec::new(),
+    })
 }
 
 /// `n` copies of `item`, as the items of a JSON array.

@@ -81,6 +81,6 @@ fn a_node_enforces_its_own_instances_and_those_that_name_no_node() {
 #[test]
 fn node_survives_import_and_export() {
     let doc = load_ok(FLEET);
-    let text = native::write_document(&doc.security_groups, &doc.prefix_lists, &doc.instances);
+    let text = native::write_document(&doc);
     assert_eq!(load_ok(&text), doc);
 }

@@ -31,9 +31,13 @@ fn cidr_prefix_too_long() {
     assert_rule_rejected(
         json!({ "protocol": "tcp", "cidrs": ["10.0.0.0/33"] }),
         "cidrs[0]",
-        r#""10.0.0.0/33" is not a CIDR"#,
+        r#""10.0.0.0/33": the prefix length 33 is longer than 32"#,
     );
-    assert_rule_rejected(json!({ "protocol": "tcp", "cidrs": ["::/129"] }), "cidrs[0]", r#""::/129" is not a CIDR"#);
+    assert_rule_rejected(
+        json!({ "protocol": "tcp", "cidrs": ["::/129"] }),
+        "cidrs[0]",
+        r#""::/129": the prefix length 129 is longer than 128"#,
+    );
 }
 
 #[test]

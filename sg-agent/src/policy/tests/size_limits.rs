@@ -125,5 +125,6 @@ fn document_larger_than_the_limit_is_rejected_before_parsing() {
 fn oversized_instances_document_is_rejected() {
     let instances = "{".to_owned() + &" ".repeat(limits::DOCUMENT_BYTES);
     let found = problems_of(load(&example("aws-describe-security-groups.json"), Some(&instances)));
-    assert_problems(&found, &[("--instances", "more than the limit of")]);
+    assert_problems(&found, &[("", "more than the limit of")]);
+    assert_eq!(found[0].source, super::super::Source::Instances(0));
 }

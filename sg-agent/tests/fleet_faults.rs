@@ -11,6 +11,7 @@ mod support;
 
 use std::{
     io::{Read as _, Write as _},
+    os::unix::net::UnixDatagram,
     path::Path,
     time::{Duration, Instant},
 };
@@ -418,4 +419,60 @@ fn an_agent_started_while_the_store_is_down_keeps_the_pinned_generation() {
     let status = lab.converged(&agent, Duration::from_secs(10));
     assert_eq!(status["generation"].as_u64(), Some(generation + 1));
     assert!(!lab.db_reachable_from_app());
+}
+
+#[test]
+fn ready_once_the_stores_first_document_is_live() {
+    if !privileged() || !etcd::available() {
+        return;
+    }
+    let mut lab = Lab::new(1);
+    let revision = lab.apply(&document(r#""sg-app""#, 0..3), &[]);
+    lab.etcd.member(0).kill();
+    // The service manager: a datagram socket (systemd's NOTIFY_SOCKET).
+    let dir = std::env::temp_dir().join(unique("notify"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let agent = Agent::spawn_fleet(
+        Path::new(agent_binary_path()),
+        &lab.topo.node,
+        &lab.url,
+        NODE,
+        &["--store-lease-ttl", "2"],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    // The store is down: the agent runs, but nothing from the store is live, so it is not ready.
+    let mut buf = [0u8; 4096];
+    let early = manager.recv(&mut buf);
+    assert!(
+        early.is_err(),
+        "ready before the store's document: {:?}",
+        early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    lab.etcd.member(0).start_again();
+    manager.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let n = loop {
+        match manager.recv(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("no READY=1 once the store came back: {e}\n{}", agent.log_text()),
+        }
+    };
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let status = agent.status();
+    assert_eq!(ready, format!("READY=1\nSTATUS=generation {} live", status["generation"]));
+    assert!(status["store"]["applied_revision"].as_i64().unwrap() >= revision, "{status:#}");
+    // A SIGHUP re-reads the store; it is no reload of a file (no RELOADING=1).
+    agent.signal(libc::SIGHUP);
+    manager.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    assert!(manager.recv(&mut buf).is_err(), "nothing to say after a SIGHUP in fleet mode");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status()["store"]["snapshots"].as_u64() < Some(2) {
+        assert!(Instant::now() < deadline, "SIGHUP took a fresh snapshot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
 }

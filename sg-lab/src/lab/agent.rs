@@ -75,12 +75,25 @@ impl Agent {
     /// directory of its own, waiting until it answers (not until the store's document is live:
     /// see [`Agent::wait_store`]).
     pub fn start_fleet(binary: &Path, node: &Netns, store: &str, name: &str, extra: &[&str]) -> Agent {
+        let mut agent = Self::spawn_fleet(binary, node, store, name, extra, &[]);
+        agent.wait_answering();
+        agent
+    }
+
+    /// [`Agent::start_fleet`] with extra environment variables (`NOTIFY_SOCKET`), returning at
+    /// once.
+    pub fn spawn_fleet(
+        binary: &Path,
+        node: &Netns,
+        store: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let dir = PathBuf::from(format!("/run/{}", unique("agent")));
         fs::create_dir_all(&dir).expect("agent dir");
         let source = ["--store", store, "--node", name];
-        let mut agent = Self::spawn_run(binary, node, &source, Bpffs::new(), &dir, extra, &[]);
-        agent.wait_answering();
-        agent
+        Self::spawn_run(binary, node, &source, Bpffs::new(), &dir, extra, env)
     }
 
     /// Starts a fleet-mode agent again on what a stopped one left (its pins and directory).

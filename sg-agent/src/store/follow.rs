@@ -294,7 +294,7 @@ impl Follower {
         loop {
             let retry = self.retry_at;
             let received = tokio::select! {
-                message = stream.message() => receive(message),
+                message = stream.message() => receive(message, self.options.tls.is_some()),
                 () = self.resync.notified() => {
                     log::info!("re-reading the store (fresh snapshot)");
                     return Stop::Resync;
@@ -304,6 +304,7 @@ impl Follower {
                     if !self.propose().await {
                         return Stop::Closed;
                     }
+                    (self.sink)(&self.health);
                     continue;
                 }
             };
@@ -321,7 +322,7 @@ impl Follower {
             // read without waiting).
             while stop.is_none() {
                 match tokio::time::timeout(Duration::ZERO, stream.message()).await {
-                    Ok(message) => match receive(message) {
+                    Ok(message) => match receive(message, self.options.tls.is_some()) {
                         Received::Events(response) => self.take(&response, &mut batch),
                         Received::Compacted(at) => stop = Some(Stop::Compacted(at)),
                         Received::Cancelled(why) => {
@@ -375,7 +376,9 @@ impl Follower {
                 batch.events,
                 batch.on_objects
             );
-            return self.propose().await;
+            let open = self.propose().await;
+            (self.sink)(&self.health);
+            return open;
         }
         if batch.on_objects > 0 && !self.pending && self.health.content_valid {
             self.health.applied_revision = self.health.revision;
@@ -428,8 +431,9 @@ impl Follower {
         Ok(())
     }
 
-    /// Proposes the current objects to the agent and records the outcome. False once the agent
-    /// has stopped.
+    /// Proposes the current objects to the agent and records the outcome (the caller hands the
+    /// health on, with whatever else it records: a snapshot's figures). False once the agent has
+    /// stopped.
     async fn propose(&mut self) -> bool {
         if !self.pending {
             return true;
@@ -480,7 +484,6 @@ impl Follower {
             }
         }
         self.publish();
-        (self.sink)(&self.health);
         true
     }
 
@@ -567,7 +570,7 @@ enum Stop {
     Broken(String),
 }
 
-fn receive(message: Result<Option<WatchResponse>, etcd_client::Error>) -> Received {
+fn receive(message: Result<Option<WatchResponse>, etcd_client::Error>, tls: bool) -> Received {
     match message {
         Ok(Some(response)) if response.canceled() && response.compact_revision() > 0 => {
             Received::Compacted(response.compact_revision())
@@ -575,7 +578,7 @@ fn receive(message: Result<Option<WatchResponse>, etcd_client::Error>) -> Receiv
         Ok(Some(response)) if response.canceled() => Received::Cancelled(response.cancel_reason().to_owned()),
         Ok(Some(response)) => Received::Events(response),
         Ok(None) => Received::Broken("the watch stream ended".to_owned()),
-        Err(e) => Received::Broken(super::describe(&e, false)),
+        Err(e) => Received::Broken(super::describe(&e, tls)),
     }
 }
 

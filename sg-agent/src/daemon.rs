@@ -249,7 +249,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     // The kernel side.
     let mut enforcer = Enforcer::load(opts.pins.clone(), opts.load.clone())?;
-    let capacity = enforcer.maps.conntrack_capacity();
+    let capacity = enforcer.maps.conntrack.sizes().0.capacity;
     if capacity != opts.load.conntrack_max {
         log::warn!(
             "the conntrack table pinned under {} holds {capacity} flows; --conntrack-max {} takes effect only with \

@@ -92,8 +92,26 @@ pub fn render(maps: &Maps, view: &AgentView) -> String {
         }
     }
     let exceeded = counters.get("conntrack_allowance_exceeded").map_or(0, |c| c.packets);
-    let entries = maps.conntrack_entries().len() as u64;
-    let capacity = u64::from(maps.conntrack_capacity());
+    let all = maps.conntrack_entries();
+    let v4_entries = all.iter().filter(|(k, _)| sg_common::maps::CtKey4::of(k).is_some()).count() as u64;
+    let v6_entries = all.len() as u64 - v4_entries;
+    let (v4, v6) = maps.conntrack.sizes();
+    let (v4_capacity, v6_capacity) = (u64::from(v4.capacity), u64::from(v6.capacity));
+    // Each family has its own table: what is left is said per family.
+    for (name, help, values) in [
+        (
+            "sg_agent_conntrack_allowance_available",
+            "Flows that can still be tracked before the family's table is full (EC2's conntrack_allowance_available).",
+            [v4_capacity.saturating_sub(v4_entries), v6_capacity.saturating_sub(v6_entries)],
+        ),
+        ("sg_agent_conntrack_entries", "Tracked flows.", [v4_entries, v6_entries]),
+        ("sg_agent_conntrack_capacity", "Size of the family's conntrack table.", [v4_capacity, v6_capacity]),
+    ] {
+        header(&mut m, name, "gauge", help);
+        for (family, value) in ["ipv4", "ipv6"].into_iter().zip(values) {
+            let _ = writeln!(m, "{name}{{family=\"{family}\"}} {value}");
+        }
+    }
     let generation = maps.live().ok().flatten().map_or(0, |l| l.generation);
     for (name, kind, help, value) in [
         (
@@ -102,14 +120,6 @@ pub fn render(maps: &Maps, view: &AgentView) -> String {
             "Packets dropped because the conntrack table was full (EC2's conntrack_allowance_exceeded).",
             exceeded,
         ),
-        (
-            "sg_agent_conntrack_allowance_available",
-            "gauge",
-            "Flows that can still be tracked before the table is full (EC2's conntrack_allowance_available).",
-            capacity.saturating_sub(entries),
-        ),
-        ("sg_agent_conntrack_entries", "gauge", "Tracked flows.", entries),
-        ("sg_agent_conntrack_capacity", "gauge", "Size of the conntrack table.", capacity),
         ("sg_agent_policy_generation", "gauge", "Generation of the live policy (0: none).", generation),
         (
             "sg_agent_flow_log_events_skipped_total",

@@ -121,14 +121,30 @@ pub struct InterfaceStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConntrackStatus {
     pub entries: usize,
+    /// Flows each table can hold (IPv4 and IPv6 alike).
     pub capacity: u32,
-    /// Kernel memory of the (preallocated) table, and per entry of capacity.
+    /// Kernel memory of both tables.
     pub memory_bytes: Option<u64>,
+    /// Of the IPv4 table, per entry of capacity.
     pub bytes_per_entry: Option<u64>,
+    /// Each table: IPv4 (compact keys, preallocated) and IPv6 (allocated as flows arrive).
+    #[serde(default)]
+    pub tables: Vec<ConntrackTable>,
     /// Timeouts in force, seconds.
     pub timeouts: sg_common::maps::Settings,
     /// The running agent's garbage collector.
     pub gc: Option<GcStats>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConntrackTable {
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    pub entries: usize,
+    pub capacity: u32,
+    /// Kernel memory charged for it: all of it for the preallocated IPv4 table.
+    pub memory_bytes: Option<u64>,
+    pub preallocated: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -203,14 +219,30 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
         interfaces,
         policy,
         conntrack: {
-            let capacity = maps.conntrack_capacity();
-            let memory_bytes = maps.conntrack_memory_bytes();
+            let (v4, v6) = maps.conntrack.sizes();
+            let v4_entries = entries.iter().filter(|(k, _)| sg_common::maps::CtKey4::of(k).is_some()).count();
             let s = maps.read_settings().ok().filter(|s| s.tcp_established != 0).unwrap_or_default();
             ConntrackStatus {
                 entries: entries.len(),
-                capacity,
-                memory_bytes,
-                bytes_per_entry: memory_bytes.map(|m| m / u64::from(capacity.max(1))),
+                capacity: v4.capacity,
+                memory_bytes: v4.memory_bytes.zip(v6.memory_bytes).map(|(a, b)| a + b),
+                bytes_per_entry: v4.memory_bytes.map(|m| m / u64::from(v4.capacity.max(1))),
+                tables: vec![
+                    ConntrackTable {
+                        family: "ipv4".into(),
+                        entries: v4_entries,
+                        capacity: v4.capacity,
+                        memory_bytes: v4.memory_bytes,
+                        preallocated: true,
+                    },
+                    ConntrackTable {
+                        family: "ipv6".into(),
+                        entries: entries.len() - v4_entries,
+                        capacity: v6.capacity,
+                        memory_bytes: v6.memory_bytes,
+                        preallocated: false,
+                    },
+                ],
                 gc: agent.and_then(|a| a.gc.clone()),
                 timeouts: s,
             }
@@ -259,7 +291,7 @@ pub fn format_human(s: &Status) -> String {
         s.conntrack.entries,
         s.conntrack.capacity,
         match (s.conntrack.memory_bytes, s.conntrack.bytes_per_entry) {
-            (Some(m), Some(b)) => format!(" ({:.1} MiB, {b} bytes per entry)", m as f64 / 1048576.0),
+            (Some(m), Some(b)) => format!(" ({:.1} MiB, {b} bytes per IPv4 entry)", m as f64 / 1048576.0),
             _ => String::new(),
         },
         s.conntrack.timeouts.tcp_established,

@@ -200,13 +200,17 @@ fn a_full_table_refuses_new_flows_and_keeps_established_ones() {
     let (web, c) = (topo.host("veth-web"), topo.host("veth-c"));
     let _servers = servers(web, 8080);
     let status = agent.status();
-    assert_eq!(status["conntrack"]["capacity"], 4);
+    assert_eq!(status["conntrack"]["capacity"], 4, "each family's table holds --conntrack-max flows");
+    // Both tables full: four flows of each family.
     let mut conns: Vec<LongConnection> =
-        (0..4).map(|i| LongConnection::open(&c.ns, if i % 2 == 0 { v4(web) } else { v6(web) }, 8080)).collect();
-    assert_eq!(agent.status()["conntrack"]["entries"], 4, "the table is full");
+        (0..8).map(|i| LongConnection::open(&c.ns, if i < 4 { v4(web) } else { v6(web) }, 8080)).collect();
+    let status = agent.status();
+    assert_eq!(status["conntrack"]["entries"], 8, "both tables are full: {status:#}");
+    assert_eq!(status["conntrack"]["tables"][0]["entries"], 4);
+    assert_eq!(status["conntrack"]["tables"][1]["entries"], 4);
     let before = agent.counter("conntrack_allowance_exceeded");
-    assert!(!tcp_ok(&c.ns, v4(web), 8080), "a fifth flow needs an entry and is refused");
-    assert!(!tcp_ok(&c.ns, v6(web), 8080));
+    assert!(!tcp_ok(&c.ns, v4(web), 8080), "a fifth IPv4 flow needs an entry and is refused");
+    assert!(!tcp_ok(&c.ns, v6(web), 8080), "so does a fifth IPv6 flow");
     assert!(agent.counter("conntrack_allowance_exceeded") > before, "refusals are counted");
     for conn in &mut conns {
         assert!(conn.roundtrip("still here\n"), "established flows keep working when the table is full");
@@ -217,6 +221,7 @@ fn a_full_table_refuses_new_flows_and_keeps_established_ones() {
     std::thread::sleep(Duration::from_millis(200));
     agent.cli(&["conntrack", "flush"]);
     assert!(tcp_ok(&c.ns, v4(web), 8080), "new flows are admitted once there is room");
+    assert!(tcp_ok(&c.ns, v6(web), 8080));
 }
 
 #[test]

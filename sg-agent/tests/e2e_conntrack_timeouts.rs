@@ -36,7 +36,7 @@ fn age(pins: &std::path::Path, instance: IpAddr, secs: u32) -> usize {
         // On a workload's interface the instance is the far end (reached through it).
         if addr_to_ip(key.family, &key.far_addr) == instance {
             entry.last_seen -= secs;
-            maps.conntrack.insert(key, entry, 0).unwrap();
+            maps.conntrack.insert(&key, entry).unwrap();
             aged += 1;
         }
     }

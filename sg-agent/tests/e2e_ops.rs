@@ -182,7 +182,7 @@ fn prometheus_metrics_expose_the_counters() {
     assert!(body.contains(&format!("sg_agent_packets_total{{reason=\"dropped_no_rule\"}} {expected}")), "{body}");
     // EC2's names, inside the agent's namespace; counters end in _total.
     assert!(body.contains("\nsg_agent_conntrack_allowance_exceeded_total 0\n"), "{body}");
-    assert!(body.contains("\nsg_agent_conntrack_allowance_available "), "{body}");
+    assert!(body.contains("\nsg_agent_conntrack_allowance_available{family=\"ipv4\"} "), "{body}");
     assert!(body.contains("\nsg_agent_policy_generation 1\n"), "{body}");
     assert!(body.contains(&format!("\nsg_agent_build_info{{version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{body}");
     assert!(body.contains("\nsg_agent_apply_duration_seconds_count 1\n"), "{body}");

@@ -58,9 +58,9 @@ fn state(k: &Kernel) -> CtState {
 
 /// Moves an entry's last packet `secs` seconds into the past.
 fn age(k: &mut Kernel, key: &CtKey, secs: u64) {
-    let mut e = k.enforcer.maps.conntrack.get(key, 0).unwrap();
+    let mut e = k.enforcer.maps.conntrack.get(key).unwrap();
     e.last_seen -= secs as u32;
-    k.enforcer.maps.conntrack.insert(key, e, 0).unwrap();
+    k.enforcer.maps.conntrack.insert(key, e).unwrap();
 }
 
 #[test]
@@ -286,16 +286,16 @@ fn gc_reads_the_table_in_batches_and_removes_only_expired_entries() {
         // Every other entry went quiet 31 s ago: past the 30 s UDP timeout.
         let last_seen = if i % 2 == 0 { now - 31 } else { now };
         let entry = CtEntry { last_seen, rule: 0, state: 0, flags: 0 };
-        k.enforcer.maps.conntrack.insert(key, entry, 0).unwrap();
+        k.enforcer.maps.conntrack.insert(&key, entry).unwrap();
     }
     let mut seen = 0;
     use std::os::fd::AsFd as _;
 
     use aya::maps::IterableMap as _;
-    sg_agent::datapath::batch::for_each(k.enforcer.maps.conntrack.map().fd().as_fd(), |_: &CtKey, _: &CtEntry| {
-        seen += 1
-    })
-    .expect("batch lookup");
+    // IPv4 flows: the compact table.
+    let table = k.enforcer.maps.conntrack.v4.map().fd().as_fd();
+    sg_agent::datapath::batch::for_each(table, |_: &sg_common::maps::CtKey4, _: &CtEntry| seen += 1)
+        .expect("batch lookup");
     assert_eq!(seen, n as usize, "the batch reader sees every entry exactly once");
     let started = std::time::Instant::now();
     let (scanned, removed) = sg_agent::conntrack::gc::expire(&mut k.enforcer.maps).unwrap();
@@ -306,4 +306,31 @@ fn gc_reads_the_table_in_batches_and_removes_only_expired_entries() {
     );
     assert_eq!((scanned, removed), (n as usize, n as usize / 2));
     assert_eq!(entries(&k).len(), n as usize / 2, "live entries stay");
+}
+
+#[test]
+fn ipv4_flows_use_the_compact_table_and_ipv6_flows_the_wide_one() {
+    if !privileged() {
+        return;
+    }
+    let k = Kernel::load_with(POLICY, 65_536);
+    assert_eq!(k.xdp(&frames::tcp4(PEER, NODE, 40000, 80, TCP_SYN)), (XDP_PASS, "allowed_by_rule"));
+    let v6_peer = v6(1, 2);
+    assert_eq!(k.xdp(&frames::tcp6(v6_peer, v6(1, 1), 40000, 80, TCP_SYN)), (XDP_PASS, "allowed_by_rule"));
+    let conntrack = &k.enforcer.maps.conntrack;
+    let compact: Vec<_> = conntrack.v4.iter().map(Result::unwrap).collect();
+    let wide: Vec<_> = conntrack.wide.iter().map(Result::unwrap).collect();
+    assert_eq!(compact.len(), 1, "{compact:?}");
+    assert_eq!(wide.len(), 1, "{wide:?}");
+    assert_eq!(compact[0].0.widen().far_addr[..4], PEER, "the IPv4 flow, by its compact key");
+    assert_eq!(wide[0].0.far_addr, v6_peer);
+    // Both are tracked through their tables: the replies pass without a rule.
+    assert_eq!(k.tc(&frames::tcp4(NODE, PEER, 80, 40000, TCP_SYN | TCP_ACK)), (PASS, "allowed_tracked"));
+    assert_eq!(k.tc(&frames::tcp6(v6(1, 1), v6_peer, 80, 40000, TCP_SYN | TCP_ACK)), (PASS, "allowed_tracked"));
+    // An IPv4 flow costs at most 96 bytes of kernel memory; the IPv6 table reserves none.
+    let (v4, wide) = conntrack.sizes();
+    let per_flow = v4.memory_bytes.unwrap() / u64::from(v4.capacity);
+    eprintln!("IPv4 conntrack: {per_flow} bytes per flow of capacity; IPv6 table: {:?} bytes", wide.memory_bytes);
+    assert!(per_flow <= 96, "{per_flow} bytes per IPv4 flow");
+    assert!(wide.memory_bytes.unwrap() < v4.memory_bytes.unwrap() / 4, "the IPv6 table is allocated on demand");
 }

@@ -72,7 +72,7 @@ fn node(own: &str) -> String {
 fn age(k: &mut Kernel, proto: u8, secs: u32) -> CtKey {
     let (key, mut e) = k.enforcer.maps.conntrack_entries().into_iter().find(|(key, _)| key.proto == proto).unwrap();
     e.last_seen -= secs;
-    k.enforcer.maps.conntrack.insert(key, e, 0).unwrap();
+    k.enforcer.maps.conntrack.insert(&key, e).unwrap();
     key
 }
 

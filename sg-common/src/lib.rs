@@ -19,4 +19,4 @@ pub mod verdict;
 ///
 /// 2: per-instance conntrack timeouts in `IfaceConfig`, the node service table (`SG_SERVICES`),
 /// per-interface verdict counters (`SG_IFACE_COUNTERS`), the `passed_node_service` reason.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;

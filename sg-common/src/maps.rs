@@ -25,7 +25,10 @@ pub mod names {
     pub const OWN_ADDRS: &str = "SG_OWN_ADDRS";
     pub const PEERS: &str = "SG_PEERS";
     pub const RULES: &str = "SG_RULES";
+    /// IPv6 flows (and IPv4 flows of an interface whose index needs more than 24 bits).
     pub const CONNTRACK: &str = "SG_CONNTRACK";
+    /// IPv4 flows, with the compact key.
+    pub const CONNTRACK4: &str = "SG_CONNTRACK4";
     pub const FRAGMENTS: &str = "SG_FRAGMENTS";
     pub const COUNTERS: &str = "SG_COUNTERS";
     pub const SETTINGS: &str = "SG_SETTINGS";
@@ -288,6 +291,58 @@ pub struct CtKey {
 }
 const _: () = assert!(size_of::<CtKey>() == 44);
 
+/// `SG_CONNTRACK4` key: an IPv4 flow, in 16 bytes instead of [`CtKey`]'s 44 — the same fields,
+/// with IPv4 addresses and the interface index and protocol in one word. Hashing and comparing
+/// it is cheaper on every packet, and an entry costs 88 bytes instead of 120 (16-byte key,
+/// 8-byte value, the kernel's 48-byte element header and 16-byte bucket).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtKey4 {
+    /// `ifindex << 8 | proto`: interface indexes below 2^24 (see [`CtKey4::of`]).
+    pub ifindex_proto: u32,
+    pub far_port: u16,
+    pub near_port: u16,
+    pub far_addr: [u8; 4],
+    pub near_addr: [u8; 4],
+}
+const _: () = assert!(size_of::<CtKey4>() == 16);
+
+impl CtKey4 {
+    /// The compact form of an IPv4 key; `None` for IPv6, or for an interface index too large to
+    /// share a word with the protocol (such flows stay in the wide table).
+    #[inline(always)]
+    pub fn of(key: &CtKey) -> Option<CtKey4> {
+        if key.family != FAMILY_V4 || key.ifindex >= 1 << 24 {
+            return None;
+        }
+        Some(CtKey4 {
+            ifindex_proto: key.ifindex << 8 | u32::from(key.proto),
+            far_port: key.far_port,
+            near_port: key.near_port,
+            far_addr: [key.far_addr[0], key.far_addr[1], key.far_addr[2], key.far_addr[3]],
+            near_addr: [key.near_addr[0], key.near_addr[1], key.near_addr[2], key.near_addr[3]],
+        })
+    }
+
+    /// The full key this compact one stands for.
+    pub fn widen(&self) -> CtKey {
+        let mut far_addr = [0u8; 16];
+        let mut near_addr = [0u8; 16];
+        far_addr[..4].copy_from_slice(&self.far_addr);
+        near_addr[..4].copy_from_slice(&self.near_addr);
+        CtKey {
+            ifindex: self.ifindex_proto >> 8,
+            family: FAMILY_V4,
+            proto: self.ifindex_proto as u8,
+            far_port: self.far_port,
+            near_port: self.near_port,
+            _pad: 0,
+            far_addr,
+            near_addr,
+        }
+    }
+}
+
 /// [`CtKey::near_port`] of an ICMP echo flow (request/reply by identifier), which keeps it
 /// apart from the "other ICMP" flow between the same two addresses.
 pub const CT_ICMP_ECHO: u16 = 1;
@@ -457,6 +512,7 @@ mod pod {
     unsafe impl aya::Pod for RuleKey {}
     unsafe impl aya::Pod for RuleMatch {}
     unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtKey4 {}
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragVerdict {}
@@ -464,4 +520,32 @@ mod pod {
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for FlowConfig {}
     unsafe impl aya::Pod for FlowEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compact_key_round_trips_and_refuses_what_it_cannot_hold() {
+        let mut key = CtKey {
+            ifindex: 0x00ab_cdef,
+            family: FAMILY_V4,
+            proto: 17,
+            far_port: 53,
+            near_port: 40000,
+            _pad: 0,
+            far_addr: [0; 16],
+            near_addr: [0; 16],
+        };
+        key.far_addr[..4].copy_from_slice(&[192, 0, 2, 1]);
+        key.near_addr[..4].copy_from_slice(&[10, 0, 1, 10]);
+        let compact = CtKey4::of(&key).unwrap();
+        assert_eq!(compact.widen(), key);
+        assert_eq!(CtKey4::of(&CtKey { ifindex: 1 << 24, ..key }), None, "the index needs its 24 bits");
+        assert_eq!(CtKey4::of(&CtKey { family: FAMILY_V6, ..key }), None);
+        // Keys differing only in protocol or interface stay apart.
+        assert_ne!(CtKey4::of(&CtKey { proto: 6, ..key }), Some(compact));
+        assert_ne!(CtKey4::of(&CtKey { ifindex: 0x00ab_cdee, ..key }), Some(compact));
+    }
 }

@@ -5,14 +5,15 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
     conntrack::Tracked,
     maps::{
-        ActivePolicy, CtEntry, CtKey, FragKey, FragVerdict, IFACE_AUDIT, IfaceConfig, IfaceKey, OwnAddrKey, PeerKey,
-        RuleKey, RuleMatch, ServiceKey, Settings,
+        ActivePolicy, CtEntry, CtKey, CtKey4, FragKey, FragVerdict, IFACE_AUDIT, IfaceConfig, IfaceKey, OwnAddrKey,
+        PeerKey, RuleKey, RuleMatch, ServiceKey, Settings,
     },
     verdict::VerdictMaps,
 };
 
 use crate::maps::{
-    SG_ACTIVE, SG_CONNTRACK, SG_FRAGMENTS, SG_IFACES, SG_OWN_ADDRS, SG_PEERS, SG_RULES, SG_SERVICES, SG_SETTINGS,
+    SG_ACTIVE, SG_CONNTRACK, SG_CONNTRACK4, SG_FRAGMENTS, SG_IFACES, SG_OWN_ADDRS, SG_PEERS, SG_RULES, SG_SERVICES,
+    SG_SETTINGS,
 };
 
 pub struct KernelMaps;
@@ -56,23 +57,34 @@ impl VerdictMaps for KernelMaps {
 
     #[inline(always)]
     fn ct_track<F: FnOnce(&mut CtEntry) -> Tracked>(&self, key: &CtKey, f: F) -> Option<Tracked> {
-        let entry = SG_CONNTRACK.get_ptr_mut(key)?;
-        // SAFETY: the pointer is to a live element of a preallocated hash map. Another CPU may
-        // update the same entry concurrently; every field is a plain integer and the worst case
-        // is a lost timestamp refresh, which the next packet repeats.
+        let entry = match CtKey4::of(key) {
+            Some(compact) => SG_CONNTRACK4.get_ptr_mut(&compact)?,
+            None => SG_CONNTRACK.get_ptr_mut(key)?,
+        };
+        // SAFETY: the pointer is to a live element of a hash map (an RCU-protected element that
+        // stays valid for this program run). Another CPU may update the same entry
+        // concurrently; every field is a plain integer and the worst case is a lost timestamp
+        // refresh, which the next packet repeats.
         Some(f(unsafe { &mut *entry }))
     }
 
     #[inline(always)]
     fn ct_contains(&self, key: &CtKey) -> bool {
-        SG_CONNTRACK.get_ptr(key).is_some()
+        match CtKey4::of(key) {
+            Some(compact) => SG_CONNTRACK4.get_ptr(&compact).is_some(),
+            None => SG_CONNTRACK.get_ptr(key).is_some(),
+        }
     }
 
     #[inline(always)]
     fn ct_insert(&self, key: &CtKey, entry: &CtEntry) -> bool {
         // BPF_ANY: replaces an expired entry for the same flow; fails (-E2BIG) only when the
-        // table is full, which is then reported as conntrack_allowance_exceeded.
-        SG_CONNTRACK.insert(key, entry, 0).is_ok()
+        // table is full (or, for the table allocated on demand, when no memory is left), which
+        // is then reported as conntrack_allowance_exceeded.
+        match CtKey4::of(key) {
+            Some(compact) => SG_CONNTRACK4.insert(&compact, entry, 0).is_ok(),
+            None => SG_CONNTRACK.insert(key, entry, 0).is_ok(),
+        }
     }
 
     #[inline(always)]

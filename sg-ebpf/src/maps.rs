@@ -2,12 +2,13 @@
 //! `sg_common::maps`; all maps are pinned by name so that a restarted agent adopts them.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sg_common::{
     maps::{
-        ActivePolicy, Counter, CtEntry, CtKey, FlowConfig, FragKey, FragVerdict, IfaceConfig, IfaceCounterKey,
+        ActivePolicy, Counter, CtEntry, CtKey, CtKey4, FlowConfig, FragKey, FragVerdict, IfaceConfig, IfaceCounterKey,
         IfaceKey, OwnAddrKey, PeerKey, RuleKey, RuleMatch, ServiceKey, Settings, capacity,
     },
     packet::Packet,
@@ -34,10 +35,18 @@ pub static SG_PEERS: LpmTrie<PeerKey, u32> = LpmTrie::pinned(capacity::PEERS, 0)
 #[map]
 pub static SG_RULES: LpmTrie<RuleKey, RuleMatch> = LpmTrie::pinned(capacity::RULES, 0);
 
-/// Tracked flows. A plain hash, not an LRU: a full table must refuse new flows rather than
-/// silently evict a live one (SPEC §3). Sized by the agent at load time.
+/// Tracked flows. Plain hashes, not LRUs: a full table must refuse new flows rather than
+/// silently evict a live one (SPEC §3). Both sized by the agent at load time (`--conntrack-max`).
+/// This one holds IPv6 flows.
 #[map]
-pub static SG_CONNTRACK: HashMap<CtKey, CtEntry> = HashMap::pinned(capacity::CONNTRACK_DEFAULT, 0);
+pub static SG_CONNTRACK: HashMap<CtKey, CtEntry> = HashMap::pinned(capacity::CONNTRACK_DEFAULT, BPF_F_NO_PREALLOC);
+
+/// Tracked IPv4 flows, with the compact 16-byte key (see `CtKey4`): preallocated like the table
+/// above was, so that IPv4 capacity is reserved. IPv6 flows (and IPv4 flows of interfaces with
+/// very large indexes) use `SG_CONNTRACK`, whose entries are allocated as flows arrive, up to
+/// the same size: its memory is only spent where IPv6 is used.
+#[map]
+pub static SG_CONNTRACK4: HashMap<CtKey4, CtEntry> = HashMap::pinned(capacity::CONNTRACK_DEFAULT, 0);
 
 /// First-fragment verdicts, for the fragments that follow. An LRU is right here: losing an old
 /// entry only drops the rest of a fragment train, which the sender retransmits.

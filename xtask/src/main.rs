@@ -44,7 +44,7 @@ enum Task {
     },
     /// Benchmarks (root): writes docs/benchmarks.md, docs/benchmarks.png, bench/results.json.
     Bench {
-        /// Arguments for the runner: --quick, --rounds N, --no-e2e, --no-fleet, --fleet-only.
+        /// Arguments for the runner: --quick, --rounds N, --no-e2e, --no-fleet, --only PARTS.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -100,21 +100,18 @@ pub fn expire(maps: &mut Maps) -> Result<(usize, usize), DatapathError> {
     let own = super::iface_timeouts(maps);
     let now = monotonic_ns();
     let entries: Vec<(CtKey, CtEntry)> = maps.conntrack_entries();
-    let mut removed = 0;
+    let mut expired = Vec::new();
     for (key, entry) in &entries {
         let own = own.get(&key.ifindex).copied().unwrap_or_default();
         if !is_expired_for(entry, key.proto, &settings, &own, now) {
             continue;
         }
-        // Re-read right before deleting: the datapath may have replaced the entry with a fresh
-        // one since the snapshot (a packet of an expired flow that the rules still allow).
-        let still_expired = maps
-            .conntrack
-            .get(key, 0)
-            .is_ok_and(|current| is_expired_for(&current, key.proto, &settings, &own, monotonic_ns()));
-        if still_expired && maps.conntrack.remove(key).is_ok() {
-            removed += 1;
-        }
+        expired.push(*key);
     }
+    // One batched delete, not a syscall per entry (closed TCP connections come and go fast).
+    // An entry the datapath re-created since the snapshot (a packet of an expired flow, which
+    // is a new flow, allowed by the current rules) may go with it: its next packet is judged by
+    // the same rules again and re-creates it, as after a flush.
+    let removed = maps.conntrack.remove_all(&expired);
     Ok((entries.len(), removed))
 }

@@ -20,7 +20,7 @@ use sg_common::{
     verdict::{NUM_REASONS, Reason},
 };
 
-use super::{DatapathError, pins::PinLayout, rcu::RcuBarrier};
+use super::{DatapathError, conntrack_maps::Conntrack, pins::PinLayout, rcu::RcuBarrier};
 use crate::compile::Compiled;
 
 /// The agent's handles on every map.
@@ -30,7 +30,8 @@ pub struct Maps {
     pub own_addrs: HashMap<MapData, OwnAddrKey, u32>,
     pub peers: LpmTrie<MapData, PeerKey, u32>,
     pub rules: LpmTrie<MapData, RuleKey, RuleMatch>,
-    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    /// The conntrack tables (IPv4 compact, IPv6 wide), as one.
+    pub conntrack: Conntrack,
     pub counters: PerCpuArray<MapData, Counter>,
     pub settings: Array<MapData, Settings>,
     /// Hits per rule, keyed by `RuleMatch::counter`.
@@ -175,7 +176,7 @@ impl Maps {
             own_addrs: take(ebpf, names::OWN_ADDRS)?,
             peers: take(ebpf, names::PEERS)?,
             rules: take(ebpf, names::RULES)?,
-            conntrack: take(ebpf, names::CONNTRACK)?,
+            conntrack: Conntrack { v4: take(ebpf, names::CONNTRACK4)?, wide: take(ebpf, names::CONNTRACK)? },
             counters: take(ebpf, names::COUNTERS)?,
             settings: take(ebpf, names::SETTINGS)?,
             rule_counters: take(ebpf, names::RULE_COUNTERS)?,
@@ -194,7 +195,7 @@ impl Maps {
             own_addrs: open(pins, names::OWN_ADDRS)?,
             peers: open(pins, names::PEERS)?,
             rules: open(pins, names::RULES)?,
-            conntrack: open(pins, names::CONNTRACK)?,
+            conntrack: Conntrack { v4: open(pins, names::CONNTRACK4)?, wide: open(pins, names::CONNTRACK)? },
             counters: open(pins, names::COUNTERS)?,
             settings: open(pins, names::SETTINGS)?,
             rule_counters: open(pins, names::RULE_COUNTERS)?,
@@ -407,43 +408,18 @@ impl Maps {
             .unwrap_or(0)
     }
 
-    /// Every conntrack entry (a snapshot; the datapath keeps changing it). Read in batches;
-    /// entry by entry on kernels without batch lookups.
+    /// Every conntrack entry, both tables (a snapshot; the datapath keeps changing them).
     pub fn conntrack_entries(&self) -> Vec<(CtKey, CtEntry)> {
-        use std::os::fd::AsFd as _;
-        let mut out = Vec::new();
-        let batched =
-            super::batch::for_each(self.conntrack.map().fd().as_fd(), |k: &CtKey, v: &CtEntry| out.push((*k, *v)));
-        if batched.is_err() {
-            return self.conntrack.iter().filter_map(Result::ok).collect();
-        }
-        out
+        self.conntrack.entries()
     }
 
     /// Removes the tracked flows of interface `ifindex` (one that was detached or vanished:
     /// no program reads them any more, and an index may be reused by a later interface).
     /// Returns how many.
     pub fn remove_conntrack_of(&mut self, ifindex: u32) -> usize {
-        use std::os::fd::AsFd as _;
         let keys: Vec<CtKey> =
             self.conntrack_entries().into_iter().filter(|(k, _)| k.ifindex == ifindex).map(|(k, _)| k).collect();
-        if super::batch::delete(self.conntrack.map().fd().as_fd(), &keys).is_ok() {
-            return keys.len();
-        }
-        keys.iter().filter(|k| self.conntrack.remove(k).is_ok()).count()
-    }
-
-    pub fn conntrack_capacity(&self) -> u32 {
-        self.conntrack.map().info().map(|i| i.max_entries()).unwrap_or(0)
-    }
-
-    /// Kernel memory of the conntrack table (its `memlock` in fdinfo: the whole preallocated
-    /// table, whatever its occupancy).
-    pub fn conntrack_memory_bytes(&self) -> Option<u64> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let fd = self.conntrack.map().fd().as_fd().as_raw_fd();
-        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
+        self.conntrack.remove_all(&keys)
     }
 
     /// Interfaces in the live slot.

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod batch;
+pub mod conntrack_maps;
 mod error;
 pub mod maps;
 pub mod pins;
@@ -123,18 +124,20 @@ impl Enforcer {
         // A layout change: an older agent's links keep enforcing with its programs and maps;
         // move their pins into this layout so that attaching takes them over atomically.
         pins::adopt_older_links(&pins);
-        // The conntrack table is preallocated (entries never fail to allocate under load); if
-        // the memory is not there, take the largest power-of-two fraction that is, and say so.
+        // The IPv4 conntrack table is preallocated (entries never fail to allocate under load);
+        // if the memory is not there, take the largest power-of-two fraction that is, and say
+        // so. The IPv6 table allocates as flows arrive, up to the same size.
         let mut conntrack_max = options.conntrack_max;
         let mut ebpf = loop {
             let loaded = EbpfLoader::new()
                 .default_map_pin_directory(pins.maps())
+                .map_max_entries(names::CONNTRACK4, conntrack_max)
                 .map_max_entries(names::CONNTRACK, conntrack_max)
                 .load(object);
             match loaded {
                 Ok(ebpf) => break ebpf,
                 Err(aya::EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error }))
-                    if name == names::CONNTRACK
+                    if name == names::CONNTRACK4
                         && io_error.raw_os_error() == Some(libc::ENOMEM)
                         && conntrack_max > 4096 =>
                 {

@@ -55,6 +55,7 @@ impl Baseline {
             names::PEERS,
             names::RULES,
             names::CONNTRACK,
+            names::CONNTRACK4,
             names::FRAGMENTS,
             names::RULE_COUNTERS,
         ] {
@@ -127,9 +128,7 @@ fn frame(family: u8, rule: usize, sport: u16, flags: u8) -> Vec<u8> {
 
 fn clear_conntrack(dp: &mut Enforcer) {
     let keys: Vec<CtKey> = dp.maps.conntrack_entries().into_iter().map(|(k, _): (CtKey, CtEntry)| k).collect();
-    for k in keys {
-        let _ = dp.maps.conntrack.remove(&k);
-    }
+    dp.maps.conntrack.remove_all(&keys);
 }
 
 /// Runs the kernel benchmarks on a loaded datapath (nothing attached), with `baseline` loaded

@@ -28,15 +28,15 @@ struct Args {
     #[arg(long)]
     no_e2e: bool,
     /// Skip fleet mode (etcd and three agents).
-    #[arg(long, conflicts_with = "fleet_only")]
-    no_fleet: bool,
-    /// Only fleet mode: print its figures and targets and write bench/fleet.json; the full
-    /// report (docs/benchmarks.md) is left as it is.
     #[arg(long)]
-    fleet_only: bool,
-    /// Fleet mode: changes committed for commit → live.
+    no_fleet: bool,
+    /// Fleet mode: changes committed for commit → live (at least 200 in a full run).
     #[arg(long, default_value_t = 200)]
     fleet_changes: usize,
+    /// Run only these parts (kernel, apply, conntrack, e2e, fleet), print them, and write
+    /// nothing: for working on one figure.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,9 +45,6 @@ fn main() -> std::process::ExitCode {
     let rounds = if args.quick { 2 } else { args.rounds };
     let rule_counts = [10usize, 100, 1_000, 10_000];
 
-    if args.fleet_only {
-        return fleet_only(&args, rounds, &log);
-    }
     if bench::OBJECT.is_empty() {
         eprintln!(
             "bench: sg-bench was built without its kernel programs (bpf-linker missing at build time); run scripts/setup-toolchain.sh and rebuild"
@@ -70,22 +67,25 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let kernel = kernel::run(&mut dp, &baseline, &rule_counts, rounds, &log);
+    let part = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let kernel = if part("kernel") { kernel::run(&mut dp, &baseline, &rule_counts, rounds, &log) } else { Vec::new() };
     drop(baseline);
-    let apply = apply::run(&mut dp, 10_000, rounds, &log);
-    let conntrack = Some(conntrack::run(&mut dp, if args.quick { 20_000 } else { 250_000 }, rounds.min(3), &log));
+    let apply = if part("apply") { apply::run(&mut dp, 10_000, rounds, &log) } else { Vec::new() };
+    let conntrack = part("conntrack")
+        .then(|| conntrack::run(&mut dp, if args.quick { 20_000 } else { 250_000 }, rounds.min(3), &log));
     drop(dp);
     drop(bpffs);
-    let e2e = if args.no_e2e {
+    let e2e = if args.no_e2e || !part("e2e") {
         Vec::new()
     } else {
         let duration = Duration::from_millis(if args.quick { 300 } else { 1000 });
         e2e::run(&args.agent, &[10, 1_000, 10_000], if args.quick { 1 } else { rounds.min(3) }, duration, &log)
     };
-    let fleet = if args.no_fleet || !etcd_installed(&log) {
+    let fleet = if args.no_fleet || !part("fleet") || !etcd_installed(&log) {
         None
     } else {
-        Some(fleet::run(&args.agent, fleet_changes(&args), rounds.min(3), &log))
+        let changes = if args.quick { args.fleet_changes.min(50) } else { args.fleet_changes.max(200) };
+        Some(fleet::run(&args.agent, changes, rounds.min(3), &log))
     };
     let mut targets = report::targets(&kernel, &apply, conntrack.as_ref(), &e2e);
     targets.extend(fleet.iter().flat_map(fleet::targets));
@@ -110,6 +110,30 @@ fn main() -> std::process::ExitCode {
         fleet,
         targets,
     };
+    if !args.only.is_empty() {
+        for k in &results.kernel {
+            println!(
+                "{:<32} v{} {:>6} rules {:<8} {:>8.1} ns (min {:.1}, max {:.1})",
+                k.variant,
+                k.family,
+                k.rules,
+                k.method,
+                k.ns_per_packet.median,
+                k.ns_per_packet.min,
+                k.ns_per_packet.max
+            );
+        }
+        for a in &results.apply {
+            println!("{:<56} {:>8.1} ms (min {:.1}, max {:.1})", a.what, a.ms.median, a.ms.min, a.ms.max);
+        }
+        if let Some(fleet) = &results.fleet {
+            print!("{}", fleet::markdown(fleet));
+        }
+        for t in &results.targets {
+            println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     let bench_dir = args.out.join("bench");
     let docs_dir = args.out.join("docs");
     let _ = std::fs::create_dir_all(&bench_dir);
@@ -131,11 +155,7 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
-/// Changes for commit → live: at least 200 in a full run, 50 in a quick one.
-fn fleet_changes(args: &Args) -> usize {
-    if args.quick { args.fleet_changes.min(50) } else { args.fleet_changes.max(200) }
-}
-
+/// Whether etcd is installed for the fleet figures (said, and skipped, when it is not).
 fn etcd_installed(log: &dyn Fn(&str)) -> bool {
     let there =
         std::path::Path::new(sg_lab::etcd::ETCD).exists() && std::path::Path::new(sg_lab::etcd::ETCDCTL).exists();
@@ -143,24 +163,4 @@ fn etcd_installed(log: &dyn Fn(&str)) -> bool {
         log("fleet mode skipped: etcd is not installed (scripts/setup-toolchain.sh installs it)");
     }
     there
-}
-
-/// `--fleet-only`: the fleet figures alone, printed and written to bench/fleet.json.
-fn fleet_only(args: &Args, rounds: usize, log: &dyn Fn(&str)) -> std::process::ExitCode {
-    if !etcd_installed(log) {
-        return std::process::ExitCode::FAILURE;
-    }
-    let result = fleet::run(&args.agent, fleet_changes(args), rounds.min(3), log);
-    let bench_dir = args.out.join("bench");
-    let _ = std::fs::create_dir_all(&bench_dir);
-    if let Err(e) =
-        std::fs::write(bench_dir.join("fleet.json"), serde_json::to_string_pretty(&result).unwrap_or_default())
-    {
-        eprintln!("bench: writing bench/fleet.json: {e}");
-    }
-    print!("{}", fleet::markdown(&result));
-    for t in fleet::targets(&result) {
-        println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
-    }
-    std::process::ExitCode::SUCCESS
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything sg-agent needs to build the eBPF programs and to run the
-# privileged tests, on a Debian 12 machine with rustup (stable + nightly).
+# privileged tests (fleet mode's etcd included), on a Debian 12 machine with rustup (stable +
+# nightly).
 #
 # Idempotent: every step checks first, so a second run takes about a second.
 # Needs root for apt-get and for mounting bpffs; the rest runs as the caller.
@@ -33,6 +34,41 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
     apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+# --- Fleet mode: etcd 3.4 (server and etcdctl) for the tests, the demo and the benchmark, which
+# start their own on free ports; protoc, which the etcd client crate needs at build time; openssl,
+# which makes the tests' certificates. etcd-server's postinst starts a system etcd on
+# 127.0.0.1:2379 (invoke-rc.d, or systemd): a policy-rc.d that exits 101 stops that, and
+# whatever started anyway is stopped and disabled below. Nothing here may listen on 2379.
+FLEET_PACKAGES=(etcd-server etcd-client protobuf-compiler openssl)
+missing=()
+for pkg in "${FLEET_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing Debian packages for fleet mode: ${missing[*]} (without starting a system etcd)"
+    made_policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq "${missing[@]}" >&2
+    if [[ -n $made_policy ]]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+# Debian's system etcd stays stopped and disabled (harmless when it is).
+if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl is-enabled --quiet etcd.service 2>/dev/null || systemctl is-active --quiet etcd.service 2>/dev/null; then
+        say "stopping and disabling the system etcd (tests start their own on free ports)"
+        systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    fi
+elif [[ -x /etc/init.d/etcd ]] && /etc/init.d/etcd status >/dev/null 2>&1; then
+    say "stopping and disabling the system etcd (tests start their own on free ports)"
+    /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    update-rc.d etcd disable >/dev/null 2>&1 || true
 fi
 
 # --- bpf-linker, built against LLVM 22 (without LLVM_PREFIX it cannot find -lLLVM).

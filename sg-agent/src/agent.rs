@@ -106,6 +106,8 @@ pub struct Agent {
     pub live: Option<Live>,
     /// Names for flow-log records, kept current with the live generation.
     pub names: SharedNames,
+    /// This node's name (`run --node`): instances of other nodes are remote members here.
+    pub node: Option<String>,
     /// An apply's bookkeeping is still to do (`catch_up`).
     behind: bool,
     /// Durations of this agent's applies (for metrics).
@@ -124,13 +126,17 @@ impl Agent {
             names: SharedNames::default(),
             apply_seconds: Default::default(),
             behind: false,
+            node: None,
         })
     }
 
     /// Applies a document; on any error the previous generation stays in force.
     pub fn apply<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<ApplySummary, ApplyError> {
         let started = std::time::Instant::now();
-        let doc = crate::policy::load_all(document, instances)?;
+        let mut doc = crate::policy::load_all(document, instances)?;
+        if let Some(node) = &self.node {
+            doc = doc.for_node(node);
+        }
         let validated = std::time::Instant::now();
         let compiled = compile::compile(&doc)?;
         let compiled_at = std::time::Instant::now();
@@ -175,7 +181,7 @@ impl Agent {
     /// compiles to exactly it (same generation, no swap, tracked flows untouched); otherwise
     /// applies the document as the next generation.
     pub fn start<S: AsRef<str>>(&mut self, document: &str, instances: &[S]) -> Result<u64, ApplyError> {
-        let (doc, compiled) = compile::prepare_all(document, instances)?;
+        let (doc, compiled) = compile::prepare_for_node(document, instances, self.node.as_deref())?;
         if let Some(generation) = self.enforcer.adopt(&compiled)? {
             log::info!("adopted generation {generation} from the pinned state (the document compiles to it)");
             self.generation = generation;
@@ -285,6 +291,7 @@ impl Agent {
             gc: None,
             programs: self.enforcer.program_infos(),
             apply_seconds: self.apply_seconds.clone(),
+            store: None,
         }
     }
 }

@@ -140,7 +140,20 @@ pub fn prepare(document: &str, instances: Option<&str>) -> Result<(Document, Com
 
 /// [`prepare`] with any number of instances documents.
 pub fn prepare_all<S: AsRef<str>>(document: &str, instances: &[S]) -> Result<(Document, Compiled), Invalid> {
-    let doc = crate::policy::load_all(document, instances)?;
+    prepare_for_node(document, instances, None)
+}
+
+/// [`prepare_all`] for the agent of node `node`: instances of other nodes are remote members
+/// ([`Document::for_node`]). Without a node, every instance with an interface is local.
+pub fn prepare_for_node<S: AsRef<str>>(
+    document: &str,
+    instances: &[S],
+    node: Option<&str>,
+) -> Result<(Document, Compiled), Invalid> {
+    let mut doc = crate::policy::load_all(document, instances)?;
+    if let Some(node) = node {
+        doc = doc.for_node(node);
+    }
     let compiled = compile(&doc)?;
     Ok((doc, compiled))
 }
@@ -637,5 +650,28 @@ mod tests {
         assert!(compiled >= 3, "only {compiled} native examples");
         let aws = read("aws-describe-security-groups.json");
         prepare(&aws, Some(&read("aws-instances.json"))).unwrap_or_else(|e| panic!("the AWS example: {e}"));
+    }
+    #[test]
+    fn a_node_compiles_its_own_instances_and_counts_remote_members() {
+        let fleet = r#"{
+          "security_groups": [ { "id": "sg-db", "ingress": [ { "protocol": "tcp", "from_port": 5432, "to_port": 5432, "groups": ["sg-app"] } ] },
+                               { "id": "sg-app" } ],
+          "instances": [
+            { "id": "db", "node": "n1", "interface": "veth-db", "addresses": ["10.0.1.10"], "security_groups": ["sg-db"] },
+            { "id": "app", "node": "n2", "interface": "veth-app", "addresses": ["10.0.2.10"], "security_groups": ["sg-app"] },
+            { "id": "legacy", "interface": "veth-old", "addresses": ["10.0.3.10"] },
+            { "id": "ext", "addresses": ["10.0.4.10"], "security_groups": ["sg-app"] } ] }"#;
+        let (_, on_n1) = prepare_for_node::<&str>(fleet, &[], Some("n1")).unwrap();
+        assert_eq!(on_n1.ifaces.iter().map(|i| i.interface.as_str()).collect::<Vec<_>>(), ["veth-db", "veth-old"]);
+        let (_, everyone) = prepare(fleet, None).unwrap();
+        assert_eq!(everyone.ifaces.len(), 3, "without a node name every instance with an interface is local");
+        // db's rule on n1 admits sg-app's members: app (enforced on n2) and ext (on no node).
+        let peers: Vec<[u8; 4]> = on_n1
+            .peers
+            .iter()
+            .filter(|p| p.key.family == 4 && p.prefix_len == 104)
+            .map(|p| [p.key.addr[0], p.key.addr[1], p.key.addr[2], p.key.addr[3]])
+            .collect();
+        assert!(peers.contains(&[10, 0, 2, 10]) && peers.contains(&[10, 0, 4, 10]), "{peers:?}");
     }
 }

@@ -8,7 +8,9 @@
 //!   that sends half a request holds only its own task, and at most [`MAX_CLIENTS`] are served
 //!   at once;
 //! - **signals** are handled by the loop itself: SIGTERM/SIGINT stop the agent (enforcement stays
-//!   in place), SIGHUP queues a reload.
+//!   in place), SIGHUP queues a reload;
+//! - in fleet mode, the store's **follower** ([`crate::store::follow`]) proposes documents, which
+//!   reach the agent thread as [`Job::Store`], one at a time.
 //!
 //! Every precondition (input valid, pin path free, socket and metrics address usable) is checked
 //! before the kernel is touched.
@@ -43,6 +45,11 @@ use crate::{
     metrics, notify,
     policy::Invalid,
     status::{self, SharedView},
+    store::{
+        StoreError, StoreOptions,
+        follow::{Follower, Outcome, Proposal, StoreHealth},
+        nodes,
+    },
 };
 
 /// Control-socket clients served at once; more are answered "busy" and closed. Generous, so
@@ -65,8 +72,13 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// `sg-agent run` options.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The policy file (not read in fleet mode).
     pub policy: PathBuf,
     pub instances: Vec<PathBuf>,
+    /// Fleet mode: documents come from this store instead of `policy` (SPEC §8).
+    pub fleet: Option<FleetOptions>,
+    /// This node's name: instances of other nodes are remote members here.
+    pub node: Option<String>,
     pub pins: PinLayout,
     pub socket: PathBuf,
     pub load: LoadOptions,
@@ -78,6 +90,14 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// The EC2 API (SPEC §9), if served.
     pub api: Option<ApiOptions>,
+}
+
+/// Fleet mode's options.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub store: StoreOptions,
+    /// Seconds the node's record lease lives without keepalives.
+    pub lease_ttl: i64,
 }
 
 /// Why `run` stopped with an error.
@@ -116,6 +136,9 @@ pub enum RunError {
     /// The kernel side failed (loading, pinning, attaching, applying).
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// Fleet mode: the store options cannot be used (files, URL); nothing was touched.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl RunError {
@@ -125,6 +148,7 @@ impl RunError {
             RunError::Invalid { .. } => 2,
             RunError::Read { source, .. } => source.exit_code(),
             RunError::Api(e) => e.exit_code(),
+            RunError::Store(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -162,23 +186,37 @@ enum Job {
     Api(LocalCall),
     /// Wakes the agent thread to see that the daemon is stopping.
     Stop,
+    /// Fleet mode: a document from the store.
+    Store(Proposal),
 }
 
 /// Runs the agent until SIGTERM/SIGINT or a teardown request.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    // Preconditions, none of which touches the kernel.
-    let inputs = read_inputs(&opts.policy, &opts.instances)?;
-    let (doc, _) = compile::prepare_all(&inputs.document, &inputs.instances).map_err(|invalid| RunError::Invalid {
-        file: opts.policy.clone(),
-        instances: opts.instances.clone(),
-        invalid,
-    })?;
-    log_warnings(&doc.warnings, &opts.policy, &opts.instances);
-    let api_credentials = opts
-        .api
-        .as_ref()
-        .map(|options| api::check(options, &opts.policy, &inputs.document, !opts.instances.is_empty()))
-        .transpose()?;
+    // Preconditions, none of which touches the kernel. In fleet mode the document comes later,
+    // from the store; its options (certificate files) are checked now.
+    let inputs = match &opts.fleet {
+        None => {
+            let inputs = read_inputs(&opts.policy, &opts.instances)?;
+            let (doc, _) = compile::prepare_for_node(&inputs.document, &inputs.instances, opts.node.as_deref())
+                .map_err(|invalid| RunError::Invalid {
+                    file: opts.policy.clone(),
+                    instances: opts.instances.clone(),
+                    invalid,
+                })?;
+            log_warnings(&doc.warnings, &opts.policy, &opts.instances);
+            Some(inputs)
+        }
+        Some(fleet) => {
+            fleet.store.connect_options()?;
+            None
+        }
+    };
+    let api_credentials = match (&opts.api, &inputs) {
+        (Some(options), Some(inputs)) => {
+            Some(api::check(options, &opts.policy, &inputs.document, !opts.instances.is_empty())?)
+        }
+        _ => None,
+    };
     if !datapath::object_available() {
         return Err(DatapathError::NoObject.into());
     }
@@ -222,12 +260,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     enforcer.write_settings(&opts.settings)?;
     let mut agent = Agent::new(enforcer)?;
-    agent.start(&inputs.document, &inputs.instances).map_err(|e| match e {
-        crate::agent::ApplyError::Invalid(invalid) => {
-            RunError::Invalid { file: opts.policy.clone(), instances: opts.instances.clone(), invalid }
-        }
-        crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
-    })?;
+    agent.node = opts.node.clone();
+    if let Some(inputs) = &inputs {
+        agent.start(&inputs.document, &inputs.instances).map_err(|e| match e {
+            crate::agent::ApplyError::Invalid(invalid) => {
+                RunError::Invalid { file: opts.policy.clone(), instances: opts.instances.clone(), invalid }
+            }
+            crate::agent::ApplyError::Runtime(e) => RunError::Datapath(e),
+        })?;
+    }
 
     let flows = agent.enforcer.flow_maps.take().and_then(|(ring, config)| {
         let counters = Maps::from_pins(&opts.pins).ok();
@@ -252,7 +293,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             None
         }
     };
-    log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display());
+    match &opts.fleet {
+        None => log::info!("enforcing generation {}; control socket {}", agent.generation, opts.socket.display()),
+        Some(fleet) => log::info!(
+            "node {}: following {} (prefix {}); generation {} stays in force until the store's document is live; \
+             control socket {}",
+            opts.node.as_deref().unwrap_or_default(),
+            fleet.store.url(),
+            fleet.store.layout.prefix(),
+            agent.generation,
+            opts.socket.display()
+        ),
+    }
     let generation = agent.generation;
 
     let (jobs, job_rx) = mpsc::channel::<Job>(64);
@@ -278,9 +330,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(forward_api_calls(calls, jobs.clone()));
         api::start(prepared, backend);
     }
-    // This document's generation is live (applied, or adopted because it compiles to the pinned
-    // one) and the agent thread takes requests: only now is the node protected as configured.
-    notify::ready(generation);
+    let resync = Arc::new(Notify::new());
+    match (&opts.fleet, &opts.node) {
+        // Ready once the store's first document is live (the agent thread says so).
+        (Some(fleet), Some(node)) => follow_store(fleet, node, jobs.clone(), resync.clone(), view.clone()),
+        // This document's generation is live (applied, or adopted because it compiles to the
+        // pinned one) and the agent thread takes requests: only now is the node protected as
+        // configured.
+        _ => notify::ready(generation),
+    }
     let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     let uploads = Arc::new(Semaphore::new(UPLOAD_BUDGET));
     let stop = Arc::new(Notify::new());
@@ -290,6 +348,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = sigint.recv() => break false,
             _ = stop.notified() => break true,
             _ = sighup.recv() => {
+                if opts.fleet.is_some() {
+                    log::info!("SIGHUP: reading a fresh snapshot of the store");
+                    resync.notify_one();
+                    continue;
+                }
                 log::info!("SIGHUP: re-reading {}", opts.policy.display());
                 if jobs.try_send(Job::Reload).is_err() {
                     log::warn!("SIGHUP ignored: the agent is busy with {} queued jobs", jobs.max_capacity());
@@ -379,6 +442,33 @@ async fn follow_links(mut links: LinkWatcher, jobs: mpsc::Sender<Job>) {
     }
 }
 
+/// Fleet mode: the store's follower (documents for the agent thread), the node's record in
+/// the store, and the follower's health where status and metrics read it.
+fn follow_store(fleet: &FleetOptions, node: &str, jobs: mpsc::Sender<Job>, resync: Arc<Notify>, view: SharedView) {
+    // One document at a time: the follower waits for each outcome, and what the store does
+    // meanwhile becomes the next document.
+    let (proposals, mut proposed) = mpsc::channel::<Proposal>(1);
+    let (records, published) = tokio::sync::watch::channel(None);
+    let sink = Box::new(move |health: &StoreHealth| {
+        if let Ok(mut shared) = view.write() {
+            shared.store = Some(health.clone());
+        }
+    });
+    let follower = Follower::new(fleet.store.clone(), node.to_owned(), proposals, resync, sink, records);
+    tokio::spawn(follower.run());
+    tokio::spawn(nodes::publish(fleet.store.clone(), node.to_owned(), fleet.lease_ttl, published));
+    // A weak sender: the follower must not keep the agent thread's queue open.
+    let jobs = jobs.downgrade();
+    tokio::spawn(async move {
+        while let Some(proposal) = proposed.recv().await {
+            let Some(jobs) = jobs.upgrade() else { return };
+            if jobs.send(Job::Store(proposal)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Hands the EC2 API's calls to the agent thread, in order.
 async fn forward_api_calls(mut calls: mpsc::Receiver<LocalCall>, jobs: mpsc::Sender<Job>) {
     while let Some(call) = calls.recv().await {
@@ -401,10 +491,14 @@ fn agent_loop(
         if stopping.load(Ordering::Relaxed) {
             return;
         }
-        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, &instances));
+        let store = view.read().ok().and_then(|v| v.store.clone());
+        let stop = run_job(&mut agent, job, gc.as_deref(), (&policy, &instances), store);
         agent.catch_up();
         if let Ok(mut shared) = view.write() {
+            // The store's health is the follower's to keep current.
+            let store = shared.store.take();
             *shared = agent.view();
+            shared.store = store;
         }
         if stop {
             return;
@@ -418,6 +512,7 @@ fn run_job(
     job: Job,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
     (policy, instances): (&Path, &[PathBuf]),
+    store: Option<StoreHealth>,
 ) -> bool {
     match job {
         Job::Stop => false,
@@ -464,9 +559,31 @@ fn run_job(
             false
         }
         Job::Control { request, reply } => {
-            let (response, stop) = handle(agent, request, gc);
+            let (response, stop) = handle(agent, request, gc, store);
             let _ = reply.send((response, stop));
             stop
+        }
+        Job::Store(proposal) => {
+            let first = store.is_some_and(|s| s.generation.is_none());
+            // The first document adopts what a previous agent left pinned if it compiles to it.
+            let result = match agent.live {
+                None => agent.start(&proposal.document, &[] as &[&str]),
+                Some(_) => agent.apply(&proposal.document, &[] as &[&str]).map(|summary| summary.generation),
+            };
+            let outcome = match result {
+                Ok(generation) => {
+                    if first {
+                        // The node is protected as the store says: ready (systemd).
+                        notify::ready(generation);
+                    }
+                    let warnings = agent.live.as_ref().map(|l| l.document.warnings.clone()).unwrap_or_default();
+                    Outcome::Live { generation, warnings }
+                }
+                Err(crate::agent::ApplyError::Invalid(invalid)) => Outcome::Invalid(invalid),
+                Err(crate::agent::ApplyError::Runtime(e)) => Outcome::Failed(e.to_string()),
+            };
+            let _ = proposal.reply.send(outcome);
+            false
         }
     }
 }
@@ -476,6 +593,7 @@ fn handle(
     agent: &mut Agent,
     request: Request,
     gc: Option<&std::sync::Mutex<crate::conntrack::gc::GcStats>>,
+    store: Option<StoreHealth>,
 ) -> (Response, bool) {
     let response = match request {
         Request::Rules => Response::of(&agent.rule_hits()),
@@ -483,11 +601,22 @@ fn handle(
         Request::Status => {
             let mut view = agent.view();
             view.gc = gc.and_then(|g| g.lock().ok().map(|s| s.clone()));
+            view.store = store.clone();
             match status::collect(&agent.enforcer.maps, agent.enforcer.pins(), Some(&view)) {
                 Ok(s) => Response::of(&s),
                 Err(e) => Response::error(1, e.to_string()),
             }
         }
+        // In fleet mode the store is the one source of truth: a local document would be undone
+        // by the next change in the store, and differ from every other node's until then.
+        Request::Apply { .. } if let Some(store) = &store => Response::error(
+            1,
+            format!(
+                "this agent follows the store {} (prefix {}) as node {}: write documents there \
+                 (sg-agent fleet apply FILE --store ...)",
+                store.store, store.prefix, store.node
+            ),
+        ),
         Request::Apply { document, instances } => match agent.apply(&document, &instances) {
             Ok(summary) => Response::of(&summary),
             Err(crate::agent::ApplyError::Invalid(invalid)) => Response::invalid(&invalid),

@@ -31,3 +31,4 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod status;
+pub mod store;

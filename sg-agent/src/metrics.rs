@@ -14,6 +14,7 @@ use tokio::{
 use crate::{
     datapath::{Maps, PinLayout, ifname},
     status::{AgentView, ApplyHistogram, SharedView},
+    store::follow::{Connection, StoreHealth},
 };
 
 /// A label value, escaped as the text format requires.
@@ -136,6 +137,9 @@ pub fn render(maps: &Maps, view: &AgentView) -> String {
         "Applies of this agent: validate, compile, write, swap.",
         &view.apply_seconds,
     );
+    if let Some(store) = &view.store {
+        render_store(&mut m, store);
+    }
     m
 }
 
@@ -147,6 +151,51 @@ fn histogram(m: &mut String, name: &str, help: &str, h: &ApplyHistogram) {
     let _ = writeln!(m, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
     let _ = writeln!(m, "{name}_sum {}", h.sum);
     let _ = writeln!(m, "{name}_count {}", h.count);
+}
+
+/// Fleet mode: the store connection, the revisions followed and applied, the content's validity.
+fn render_store(m: &mut String, h: &StoreHealth) {
+    let now = crate::clock::unix_seconds(std::time::SystemTime::now());
+    let connected = u64::from(h.connection == Connection::Connected);
+    for (name, kind, help, value) in [
+        ("sg_agent_store_connected", "gauge", "Whether the store (etcd) answers.", connected),
+        (
+            "sg_agent_store_connection_state_seconds",
+            "gauge",
+            "Seconds since the store connection took its state (connected or not).",
+            now.saturating_sub(h.since),
+        ),
+        ("sg_agent_store_revision", "gauge", "The store revision followed.", u64::try_from(h.revision).unwrap_or(0)),
+        (
+            "sg_agent_store_applied_revision",
+            "gauge",
+            "The store revision the generation in force was built from.",
+            u64::try_from(h.applied_revision).unwrap_or(0),
+        ),
+        (
+            "sg_agent_store_content_valid",
+            "gauge",
+            "Whether the store's content is a valid document.",
+            u64::from(h.content_valid),
+        ),
+        ("sg_agent_store_snapshots_total", "counter", "Snapshots read from the store.", h.snapshots),
+        ("sg_agent_store_watch_restarts_total", "counter", "Watches re-created after they broke.", h.watch_restarts),
+        (
+            "sg_agent_store_compactions_total",
+            "counter",
+            "Watches cancelled because the history they needed was compacted.",
+            h.compactions,
+        ),
+        (
+            "sg_agent_store_last_error_timestamp_seconds",
+            "gauge",
+            "When the last call to the store failed (Unix seconds; 0: never). The error is in status and the log.",
+            h.last_error_at.unwrap_or(0),
+        ),
+    ] {
+        header(m, name, kind, help);
+        let _ = writeln!(m, "{name} {value}");
+    }
 }
 
 /// Serves `GET /metrics` until the process ends.

@@ -15,6 +15,7 @@ use crate::{
     conntrack::gc::GcStats,
     datapath::{Attachment, DatapathError, Maps, PinLayout, ProgramInfo, TcAttached, XdpAttached, ifname},
     policy::ConntrackTimeouts,
+    store::follow::{Connection, StoreHealth},
 };
 
 /// What only a running agent knows, handed to [`collect`] as plain data.
@@ -26,6 +27,8 @@ pub struct AgentView {
     pub policy: Option<PolicyCounts>,
     pub gc: Option<GcStats>,
     pub programs: Vec<ProgramInfo>,
+    /// Fleet mode: the store this agent follows, and how that goes.
+    pub store: Option<StoreHealth>,
     /// How long this agent's applies took.
     pub apply_seconds: ApplyHistogram,
 }
@@ -87,6 +90,9 @@ pub struct Status {
     /// The running agent's programs and the verifier's instruction count for each.
     #[serde(default)]
     pub programs: Vec<ProgramInfo>,
+    /// Fleet mode: the store the agent follows (connection, revision, content, errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +249,7 @@ pub fn collect(maps: &Maps, pins: &PinLayout, agent: Option<&AgentView>) -> Resu
         },
         counters,
         programs: agent.map(|a| a.programs.clone()).unwrap_or_default(),
+        store: agent.and_then(|a| a.store.clone()),
     })
 }
 
@@ -272,6 +279,9 @@ pub fn format_human(s: &Status) -> String {
         let _ = writeln!(out, "applied at:  {}, {ago} ago", clock::rfc3339(t));
     }
     let _ = writeln!(out, "pin path:    {}", s.pin_path);
+    if let Some(store) = &s.store {
+        format_store(&mut out, store);
+    }
     if let Some(p) = &s.policy {
         let _ = writeln!(out, "policy:      {p}");
     }
@@ -338,4 +348,49 @@ pub fn format_human(s: &Status) -> String {
         }
     }
     out
+}
+
+/// The fleet lines of `status`: where the policy comes from, and whether it can be followed.
+fn format_store(out: &mut String, h: &StoreHealth) {
+    let now = clock::unix_seconds(SystemTime::now());
+    let ago = |t: u64| clock::age(std::time::Duration::from_secs(now.saturating_sub(t)));
+    let connection = match h.connection {
+        Connection::Connecting => "connecting",
+        Connection::Connected => "connected",
+        Connection::Unreachable => "UNREACHABLE",
+    };
+    let _ = writeln!(out, "store:       {} prefix {} as node {}", h.store, h.prefix, h.node);
+    let _ = writeln!(
+        out,
+        "             {connection} since {} ({} ago); following revision {}",
+        clock::rfc3339(h.since),
+        ago(h.since),
+        h.revision
+    );
+    match h.generation {
+        Some(g) => {
+            let _ = writeln!(out, "             generation {g} is the store's revision {}", h.applied_revision);
+        }
+        None => {
+            let _ = writeln!(out, "             no document from the store is live yet");
+        }
+    }
+    if !h.content_valid {
+        let since = h.invalid_since.map_or(String::new(), |t| format!(" since {} ({} ago)", clock::rfc3339(t), ago(t)));
+        let _ = writeln!(
+            out,
+            "             the store's content is INVALID{since}; the last good generation stays in force:"
+        );
+        for p in &h.problems {
+            let _ = writeln!(out, "               {p}");
+        }
+    }
+    if let (Some(e), Some(at)) = (&h.last_error, h.last_error_at) {
+        let _ = writeln!(out, "             last error {} ago: {e}", ago(at));
+    }
+    let _ = writeln!(
+        out,
+        "             {} snapshots, {} watch restarts, {} compactions followed",
+        h.snapshots, h.watch_restarts, h.compactions
+    );
 }

@@ -29,6 +29,7 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+pub(crate) use say;
 
 struct Probe<'a> {
     what: &'static str,
@@ -147,7 +148,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// `Drop`s get to clean up; SIGPIPE is ignored (writes to a closed pipe fail instead, and `say!`
 /// ignores that). A handler, not a blocked mask: child processes (the agent) must still get
 /// their signals.
-fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     // SAFETY: installs an async-signal-safe handler (one atomic store), and SIG_IGN.
     unsafe {
         for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -157,7 +158,7 @@ fn catch_interrupts() {
     }
 }
 
-fn wait_for_interrupt() {
+pub(crate) fn wait_for_interrupt() {
     while !INTERRUPTED.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's two commands and their helpers.
 //!
 //! - `cargo xtask run` — build everything and demonstrate enforcement on a namespace topology
-//!   (`cargo xtask run -- ARGS` runs `sg-agent ARGS` as root instead).
+//!   (`cargo xtask run --fleet`: three nodes following one etcd; `cargo xtask run -- ARGS` runs
+//!   `sg-agent ARGS` as root instead).
 //! - `cargo xtask test` — install what the tests need and run every test, privileged ones
 //!   included (they fail rather than skip if they cannot run).
 //! - `cargo xtask setup` — only the toolchain set-up.
@@ -11,6 +12,7 @@
 //! Each installs what is missing first (`scripts/setup-toolchain.sh`), saying what it does.
 
 mod demo;
+mod fleet_demo;
 mod modules;
 
 use std::{
@@ -34,12 +36,15 @@ enum Task {
     Setup,
     /// Build, then demo enforcement on namespaces; with `-- ARGS`, run `sg-agent ARGS` as root.
     Run {
+        /// The fleet demo instead: one etcd, three nodes with an agent each.
+        #[arg(long)]
+        fleet: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Benchmarks (root): writes docs/benchmarks.md, docs/benchmarks.png, bench/results.json.
     Bench {
-        /// Arguments for the runner: --quick, --rounds N, --no-e2e.
+        /// Arguments for the runner: --quick, --rounds N, --no-e2e, --no-fleet, --only PARTS.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -89,11 +94,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             setup()?;
             Ok(ExitCode::SUCCESS)
         }
-        Task::Run { args } => {
+        Task::Run { fleet, args } => {
             require_root("load BPF programs and create network namespaces")?;
             setup()?;
             let agent = build_agent()?;
-            if args.is_empty() {
+            if fleet {
+                fleet_demo::run(&agent)?;
+                Ok(ExitCode::SUCCESS)
+            } else if args.is_empty() {
                 demo::run(&agent)?;
                 Ok(ExitCode::SUCCESS)
             } else {

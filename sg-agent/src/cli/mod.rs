@@ -7,10 +7,12 @@ mod check;
 mod conntrack;
 mod explain;
 mod export_aws;
+mod fleet;
 mod flows;
 mod import_aws;
 mod run;
 mod status;
+mod store_args;
 mod teardown;
 mod wait_protected;
 
@@ -65,6 +67,8 @@ pub enum Command {
     /// Wait until an interface is attached with the live generation (for orchestration hooks:
     /// call it before bringing the link up).
     WaitProtected(wait_protected::Args),
+    /// Fleet mode: write, export and watch over the policy in the store (etcd).
+    Fleet(fleet::Args),
 }
 
 /// Where the running agent and its pinned state are.
@@ -114,6 +118,9 @@ pub enum CliError {
     /// `run` failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The store (fleet mode) could not be used, or refused a write.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// `status`: no policy is in force.
     #[error("not enforcing: {0}")]
     NotEnforcing(String),
@@ -136,6 +143,7 @@ impl CliError {
             CliError::Invalid { .. } | CliError::Usage(_) => 2,
             CliError::Refused { exit_code, .. } => (*exit_code).max(1),
             CliError::Run(e) => e.exit_code(),
+            CliError::Store(e) => e.exit_code(),
             CliError::Client(_)
             | CliError::Datapath(_)
             | CliError::NotEnforcing(_)
@@ -160,9 +168,11 @@ impl CliError {
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Fleet(_)) {
         // `sg-agent status | head -1`: stop quietly when the reader goes away, as Unix tools
-        // do. (Not for the daemon, whose clients may vanish while it writes to them.)
+        // do. (Not for the daemon, whose clients may vanish while it writes to them, nor for
+        // the fleet commands, whose etcd connection may be closed under them: a TLS server
+        // hangs up on a plaintext client. They handle a closed stdout themselves.)
         // SAFETY: restoring the default disposition of a signal has no preconditions.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
@@ -193,6 +203,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::ImportAws(args) => import_aws::run(args),
         Command::ExportAws(args) => export_aws::run(args),
         Command::WaitProtected(args) => wait_protected::run(args).await,
+        Command::Fleet(args) => fleet::run(args).await,
     }
 }
 

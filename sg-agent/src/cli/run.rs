@@ -4,22 +4,33 @@ use std::{path::PathBuf, time::Duration};
 
 use sg_common::maps::{Settings, capacity};
 
-use super::{CliError, Location};
+use super::{CliError, Location, store_args::StoreArgs};
 use crate::{
     api::{self, ApiOptions},
-    daemon::{self, RunOptions},
+    daemon::{self, FleetOptions, RunOptions},
     datapath::{LoadOptions, PinLayout, TcModeChoice, XdpModeChoice},
+    policy::native::valid_node_name,
+    store::StoreError,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Policy document (native, or AWS describe-security-groups JSON with --instances).
-    #[arg(long)]
-    policy: PathBuf,
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    policy: Option<PathBuf>,
     /// With an AWS document: a native document holding `instances` (and `prefix_lists`), or
     /// `aws ec2 describe-instances` output; may be given more than once.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "store")]
     instances: Vec<PathBuf>,
+    /// This node's name (required with --store): instances whose `node` names another node are
+    /// remote members here, even if they give an interface.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Seconds this node's record in the store outlives the agent (its lease).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(2..=3600))]
+    store_lease_ttl: i64,
     #[command(flatten)]
     location: Location,
     /// Conntrack table size (flows).
@@ -45,7 +56,13 @@ pub struct Args {
     /// Serve the EC2 security-group API (for the AWS CLI's --endpoint-url) on this address;
     /// `--api` alone listens on 127.0.0.1:8787. Changes are written back to the --policy file,
     /// which must be a native document.
-    #[arg(long, num_args = 0..=1, default_missing_value = api::DEFAULT_LISTEN, requires = "api_credentials")]
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = api::DEFAULT_LISTEN,
+        requires = "api_credentials",
+        conflicts_with = "store"
+    )]
     api: Option<std::net::SocketAddr>,
     /// The key pairs the API accepts: an AWS CLI credentials file ([profile] sections with
     /// aws_access_key_id and aws_secret_access_key), private to its owner (mode 0600).
@@ -68,6 +85,13 @@ struct Timeouts {
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
+    if let Some(node) = &args.node {
+        valid_node_name(node).map_err(|why| CliError::Usage(format!("--node {node:?}: {why}")))?;
+    }
+    let store = args.store.options()?;
+    if store.is_some() && args.node.is_none() {
+        return Err(StoreError::Usage("--store needs --node NAME (this node's name in the fleet)".to_owned()).into());
+    }
     let settings = Settings {
         tcp_established: args.timeouts.tcp_established_timeout,
         udp: args.timeouts.udp_timeout,
@@ -75,8 +99,10 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         ..Settings::DEFAULT
     };
     daemon::run(RunOptions {
-        policy: args.policy,
+        policy: args.policy.unwrap_or_default(),
         instances: args.instances,
+        fleet: store.map(|store| FleetOptions { store, lease_ttl: args.store_lease_ttl }),
+        node: args.node,
         pins: PinLayout::new(args.location.pin_path),
         socket: args.location.socket,
         load: LoadOptions { conntrack_max: args.conntrack_max, xdp_mode: args.xdp_mode, tc_mode: args.tc_mode },

@@ -81,6 +81,7 @@ pub fn read_instances_documents(p: &mut Problems, docs: &[Json]) -> (Vec<ReadPre
                 a.instance.interface = native.instance.interface;
                 a.instance.role = native.instance.role;
                 a.instance.audit = native.instance.audit;
+                a.instance.node = native.instance.node;
                 a.path = format!("{} (bound to a local interface by {})", a.path, native.path);
             }
             None if aws_given && native.is_binding() => {
@@ -89,7 +90,7 @@ pub fn read_instances_documents(p: &mut Problems, docs: &[Json]) -> (Vec<ReadPre
                     &join(&native.path, "id"),
                     format!(
                         "no network interface {:?} in the describe-instances output (an entry of only id, \
-                         interface, role and audit says where an AWS network interface is on this node)",
+                         interface, role, audit and node says where an AWS network interface is on this node)",
                         native.instance.id
                     ),
                 );

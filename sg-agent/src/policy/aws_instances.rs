@@ -251,6 +251,7 @@ fn read_interface(p: &mut Problems, path: &str, value: &Json) -> Option<ReadInst
             source_dest_check: source_dest_check?,
             audit: false,
             conntrack_timeouts: timeouts,
+            node: None,
         },
         path: path.to_owned(),
         groups_listed: !groups.is_empty(),

@@ -435,6 +435,11 @@ pub struct Instance {
     pub audit: bool,
     /// Its own conntrack timeouts (SPEC §3), if any.
     pub conntrack_timeouts: ConntrackTimeouts,
+    /// The node it runs on (fleet mode, SPEC §8). An agent given a node name (`run --node`,
+    /// always in store mode) enforces only instances of its own node: an instance of another
+    /// node is a remote member there even if it names an interface. Without a node name the
+    /// field is not consulted.
+    pub node: Option<String>,
 }
 
 impl Document {
@@ -453,6 +458,19 @@ impl Document {
     /// Instances enforced on this node (those with an interface).
     pub fn local_instances(&self) -> impl Iterator<Item = &Instance> {
         self.instances.iter().filter(|i| i.interface.is_some())
+    }
+
+    /// The document as the agent of node `node` enforces it: instances that name another node
+    /// lose their interface (they are remote members here); instances that name this node, or
+    /// none, keep theirs. Validation made sure no two instances that can both be local here
+    /// share an interface.
+    pub fn for_node(mut self, node: &str) -> Document {
+        for instance in &mut self.instances {
+            if instance.node.as_deref().is_some_and(|n| n != node) {
+                instance.interface = None;
+            }
+        }
+        self
     }
 }
 

@@ -69,7 +69,7 @@ impl ReadInstance {
     /// Whether this native entry only says where an instance described elsewhere (AWS
     /// `describe-instances`) is on this node.
     pub fn is_binding(&self) -> bool {
-        self.keys.iter().all(|k| matches!(k.as_str(), "id" | "interface" | "role" | "audit"))
+        self.keys.iter().all(|k| matches!(k.as_str(), "id" | "interface" | "role" | "audit" | "node"))
     }
 }
 
@@ -462,6 +462,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "audit",
     "vpc_id",
     "conntrack_timeouts",
+    "node",
 ];
 
 pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadInstance> {
@@ -541,6 +542,12 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
             None => Some(false),
             Some(v) => p.boolean(&Key(&path, "audit"), v),
         };
+        let node = field(fields, "node").and_then(|v| {
+            let npath = Key(&path, "node");
+            let name = p.string(&npath, v)?;
+            valid_node_name(name).map_err(|why| p.add(&npath, format!("{name:?} is not a node name: {why}"))).ok()?;
+            Some(name.to_owned())
+        });
         let vpc_id = optional_text(p, &path, fields, "vpc_id");
         let conntrack_timeouts = match field(fields, "conntrack_timeouts") {
             None => Some(ConntrackTimeouts::default()),
@@ -559,6 +566,7 @@ pub fn read_instances(p: &mut Problems, path: &str, value: &Json) -> Vec<ReadIns
                     source_dest_check,
                     audit,
                     conntrack_timeouts,
+                    node,
                 },
                 path,
                 groups_listed,
@@ -626,6 +634,19 @@ pub fn valid_interface_name(name: &str) -> Result<(), &'static str> {
     }
     if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
         return Err("must not contain '/', ':' or whitespace");
+    }
+    Ok(())
+}
+
+/// Node names (an instance's `node`, `run --node`): 1-253 characters of letters, digits, '.',
+/// '-' and '_', as host names are. A node's name is part of its key in the store
+/// (`<prefix>/nodes/<name>/`), so it must not hold a '/'.
+pub fn valid_node_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1 to 253 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+        return Err("only letters, digits, '.', '-' and '_' are allowed");
     }
     Ok(())
 }
@@ -742,17 +763,25 @@ pub fn assemble(mut p: Problems, parts: Parts) -> Result<Document, Invalid> {
         }
     }
     let mut instance_ids: HashMap<&str, &str> = HashMap::new();
-    let mut interfaces: HashMap<&str, &str> = HashMap::new();
+    // By interface name: the instances on it so far, with their node. One interface name may
+    // serve one instance on each node (every node has its `eth0`); an instance that names no
+    // node could be local on any of them.
+    let mut interfaces: HashMap<&str, Vec<(Option<&str>, &str)>> = HashMap::new();
     let mut addresses: HashMap<IpAddr, &str> = HashMap::new();
     for i in &instances {
         p.source = i.source;
         if let Some(first) = instance_ids.insert(&i.instance.id, &i.path) {
             p.add(&join(&i.path, "id"), format!("duplicate instance id {:?} (also {first})", i.instance.id));
         }
-        if let Some((ifname, first)) =
-            i.instance.interface.as_ref().and_then(|ifname| Some((ifname, interfaces.insert(ifname, &i.path)?)))
-        {
-            p.add(&join(&i.path, "interface"), format!("interface {ifname:?} already belongs to {first}"));
+        if let Some(ifname) = &i.instance.interface {
+            let node = i.instance.node.as_deref();
+            let users = interfaces.entry(ifname).or_default();
+            if let Some((_, first)) =
+                users.iter().find(|(other, _)| other.is_none() || node.is_none() || *other == node)
+            {
+                p.add(&join(&i.path, "interface"), format!("interface {ifname:?} already belongs to {first}"));
+            }
+            users.push((node, &i.path));
         }
         // An address is one instance's: group membership and the source/destination check
         // would be ambiguous otherwise.
@@ -1018,6 +1047,8 @@ mod out {
         audit: bool,
         #[serde(skip_serializing_if = "ConntrackTimeouts::is_empty")]
         conntrack_timeouts: ConntrackTimeouts,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<&'a str>,
     }
 
     impl<'a> Instance<'a> {
@@ -1031,6 +1062,7 @@ mod out {
                 source_dest_check: i.source_dest_check,
                 audit: i.audit,
                 conntrack_timeouts: i.conntrack_timeouts,
+                node: i.node.as_deref(),
             }
         }
     }

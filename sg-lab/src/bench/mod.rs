@@ -5,12 +5,14 @@
 //! - [`apply`]: policy apply latency, and `nft -f` of the same rules for comparison.
 //! - [`conntrack`]: table memory for 1M flows, garbage-collection cost.
 //! - [`e2e`]: packets through veth between namespaces: no filter, sg-agent, nftables.
+//! - [`fleet`]: fleet mode: commit → live on three agents, a 10,000-instance snapshot load.
 //! - [`report`]: `bench/results.json`, `docs/benchmarks.md`, `docs/benchmarks.png`.
 #![expect(clippy::expect_used, clippy::indexing_slicing, reason = "benchmark harness: a broken set-up aborts the run")]
 
 pub mod apply;
 pub mod conntrack;
 pub mod e2e;
+pub mod fleet;
 pub mod kernel;
 pub mod report;
 

@@ -23,6 +23,8 @@ pub struct Results {
     pub apply: Vec<ApplyResult>,
     pub conntrack: Option<ConntrackResult>,
     pub e2e: Vec<super::e2e::E2eResult>,
+    /// Fleet mode (etcd), when measured.
+    pub fleet: Option<super::fleet::FleetResult>,
     pub targets: Vec<Target>,
 }
 
@@ -178,6 +180,9 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     m.push_str(&super::e2e::markdown(&r.e2e));
+    if let Some(fleet) = &r.fleet {
+        m.push_str(&super::fleet::markdown(fleet));
+    }
     m
 }
 

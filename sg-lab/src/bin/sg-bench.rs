@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 use sg_agent::datapath::{Enforcer, LoadOptions, PinLayout, TcModeChoice, XdpModeChoice};
 use sg_lab::{
-    bench::{self, apply, conntrack, e2e, kernel, report},
+    bench::{self, apply, conntrack, e2e, fleet, kernel, report},
     lab::Bpffs,
 };
 
@@ -27,8 +27,14 @@ struct Args {
     /// Skip the end-to-end veth runs (minutes).
     #[arg(long)]
     no_e2e: bool,
-    /// Run only these parts (kernel, apply, conntrack, e2e), print them, and write nothing:
-    /// for working on one figure.
+    /// Skip fleet mode (etcd and three agents).
+    #[arg(long)]
+    no_fleet: bool,
+    /// Fleet mode: changes committed for commit → live (at least 200 in a full run).
+    #[arg(long, default_value_t = 200)]
+    fleet_changes: usize,
+    /// Run only these parts (kernel, apply, conntrack, e2e, fleet), print them, and write
+    /// nothing: for working on one figure.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -75,7 +81,14 @@ fn main() -> std::process::ExitCode {
         let duration = Duration::from_millis(if args.quick { 300 } else { 1000 });
         e2e::run(&args.agent, &[10, 1_000, 10_000], if args.quick { 1 } else { rounds.min(3) }, duration, &log)
     };
-    let targets = report::targets(&kernel, &apply, conntrack.as_ref(), &e2e);
+    let fleet = if args.no_fleet || !part("fleet") || !etcd_installed(&log) {
+        None
+    } else {
+        let changes = if args.quick { args.fleet_changes.min(50) } else { args.fleet_changes.max(200) };
+        Some(fleet::run(&args.agent, changes, rounds.min(3), &log))
+    };
+    let mut targets = report::targets(&kernel, &apply, conntrack.as_ref(), &e2e);
+    targets.extend(fleet.iter().flat_map(fleet::targets));
     let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
     let date = std::process::Command::new("date")
         .arg("-u")
@@ -94,6 +107,7 @@ fn main() -> std::process::ExitCode {
         apply,
         conntrack,
         e2e,
+        fleet,
         targets,
     };
     if !args.only.is_empty() {
@@ -111,6 +125,9 @@ fn main() -> std::process::ExitCode {
         }
         for a in &results.apply {
             println!("{:<56} {:>8.1} ms (min {:.1}, max {:.1})", a.what, a.ms.median, a.ms.min, a.ms.max);
+        }
+        if let Some(fleet) = &results.fleet {
+            print!("{}", fleet::markdown(fleet));
         }
         for t in &results.targets {
             println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
@@ -136,4 +153,14 @@ fn main() -> std::process::ExitCode {
         println!("{} {}: {}", if t.met { "met   " } else { "MISSED" }, t.goal, t.measured);
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// Whether etcd is installed for the fleet figures (said, and skipped, when it is not).
+fn etcd_installed(log: &dyn Fn(&str)) -> bool {
+    let there =
+        std::path::Path::new(sg_lab::etcd::ETCD).exists() && std::path::Path::new(sg_lab::etcd::ETCDCTL).exists();
+    if !there {
+        log("fleet mode skipped: etcd is not installed (scripts/setup-toolchain.sh installs it)");
+    }
+    there
 }

@@ -67,6 +67,60 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Agent {
+        let policy = policy_path.to_str().expect("utf-8 path");
+        Self::spawn_run(binary, node, &["--policy", policy], bpffs, dir, extra, env)
+    }
+
+    /// Starts `binary run --store URL --node NAME` (fleet mode) in `node`, with a bpffs and a
+    /// directory of its own, waiting until it answers (not until the store's document is live:
+    /// see [`Agent::wait_store`]).
+    pub fn start_fleet(binary: &Path, node: &Netns, store: &str, name: &str, extra: &[&str]) -> Agent {
+        let mut agent = Self::spawn_fleet(binary, node, store, name, extra, &[]);
+        agent.wait_answering();
+        agent
+    }
+
+    /// [`Agent::start_fleet`] with extra environment variables (`NOTIFY_SOCKET`), returning at
+    /// once.
+    pub fn spawn_fleet(
+        binary: &Path,
+        node: &Netns,
+        store: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let dir = PathBuf::from(format!("/run/{}", unique("agent")));
+        fs::create_dir_all(&dir).expect("agent dir");
+        let source = ["--store", store, "--node", name];
+        Self::spawn_run(binary, node, &source, Bpffs::new(), &dir, extra, env)
+    }
+
+    /// Starts a fleet-mode agent again on what a stopped one left (its pins and directory).
+    pub fn restart_fleet(
+        binary: &Path,
+        node: &Netns,
+        remains: Remains,
+        store: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Agent {
+        let source = ["--store", store, "--node", name];
+        let mut agent = Self::spawn_run(binary, node, &source, remains.bpffs, &remains.dir, extra, &[]);
+        agent.wait_answering();
+        agent
+    }
+
+    /// `binary run SOURCE... --pin-path --socket EXTRA...` in `node`, returning at once.
+    fn spawn_run(
+        binary: &Path,
+        node: &Netns,
+        source: &[&str],
+        bpffs: Bpffs,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let socket = dir.join("control.sock");
         let log = dir.join(format!("agent-{}.log", next_id()));
         let pins = bpffs.pin_path();
@@ -74,8 +128,8 @@ impl Agent {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &node.name])
             .arg(binary)
-            .args(["run", "--policy"])
-            .arg(policy_path)
+            .arg("run")
+            .args(source)
             .arg("--pin-path")
             .arg(&pins)
             .arg("--socket")
@@ -118,6 +172,50 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("sg-agent not ready after 30 s:\n{}", self.log_text());
+    }
+
+    /// Waits until this agent answers on its socket, enforcing or not (a fleet-mode agent
+    /// enforces nothing until the store's document is live).
+    fn wait_answering(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sg-agent exited ({status}) before it answered:\n{}", self.log_text());
+            }
+            if self.status_any()["agent_running"] == serde_json::Value::Bool(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sg-agent did not answer within 30 s:\n{}", self.log_text());
+    }
+
+    /// `status --json` whatever its exit code (it exits 1 while nothing is enforced); `Null` if
+    /// it printed no JSON.
+    pub fn status_any(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Fleet mode: waits until the store's document of revision `revision` or later is live
+    /// (`status`'s `store.applied_revision`); returns the status.
+    pub fn wait_store(&self, revision: i64, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status_any();
+            let store = &status["store"];
+            if store["applied_revision"].as_i64().is_some_and(|r| r >= revision) && store["generation"].is_u64() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "agent in {} did not apply store revision {revision} within {within:?}; status:\n{status:#}\nlog:\n{}",
+                    self.node,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log_text(&self) -> String {

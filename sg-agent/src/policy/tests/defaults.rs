@@ -159,6 +159,7 @@ fn instance_defaults() {
             source_dest_check: true,
             audit: false,
             conntrack_timeouts: Default::default(),
+            node: None,
         }
     );
 }
@@ -177,6 +178,7 @@ fn instance_fields_as_given() {
             source_dest_check: false,
             audit: true,
             conntrack_timeouts: Default::default(),
+            node: None,
         }
     );
     assert_eq!(read_instance(json!({ "id": "i-1", "role": "workload" })).role, Role::Workload);

@@ -53,7 +53,7 @@ fn unknown_key_in_instance() {
     assert_rejected(
         &with_instance(json!({ "id": "i-1", "ip": "10.0.0.1" })),
         "instances[0].ip",
-        "unknown key (expected one of: id, interface, role, addresses, security_groups, source_dest_check, audit, vpc_id, conntrack_timeouts)",
+        "unknown key (expected one of: id, interface, role, addresses, security_groups, source_dest_check, audit, vpc_id, conntrack_timeouts, node)",
     );
 }
 

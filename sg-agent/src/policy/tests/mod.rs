@@ -23,6 +23,7 @@ mod ec2_ids;
 mod examples;
 mod instances;
 mod keys;
+mod nodes;
 mod peers;
 mod ports;
 mod protocols;
